@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * netprobe.h: the probe author's API.
+ *
+ * A probe is written once and compiled by the engine for XDP or TC:
+ *
+ *     #include "netprobe.h"
+ *
+ *     BPF_PERCPU_ARRAY(packets, u64, 1);
+ *     NP_METRIC(packets, NP_EXPORT);
+ *
+ *     NP_PROBE(ctx)
+ *     {
+ *         struct np_packet pkt;
+ *         if (np_parse(ctx, &pkt) < 0)
+ *             return NP_PASS;
+ *         np_count(&packets, 0, 1);
+ *         return pkt.l4_proto == IPPROTO_ICMP ? NP_DROP : NP_PASS;
+ *     }
+ *
+ * NP_PASS means "continue": the packet goes on to the next probe of the
+ * chain (or up the stack after the last one). Any other verdict ends the
+ * chain for this packet. See docs/probe-authoring.md.
+ */
+#ifndef NETPROBE_H
+#define NETPROBE_H
+
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/udp.h>
+
+#if defined(NP_MODE_XDP)
+typedef struct xdp_md np_ctx_t;
+#define NP_PASS XDP_PASS
+#define NP_DROP XDP_DROP
+#define NP_ABORTED XDP_ABORTED
+#define NP_TX XDP_TX
+#define np_data(ctx) ((void *)(long)(ctx)->data)
+#define np_data_end(ctx) ((void *)(long)(ctx)->data_end)
+#define np_ifindex(ctx) ((ctx)->ingress_ifindex)
+#elif defined(NP_MODE_TC)
+typedef struct __sk_buff np_ctx_t;
+#define NP_PASS TC_ACT_OK
+#define NP_DROP TC_ACT_SHOT
+#define NP_ABORTED TC_ACT_SHOT
+#define np_data(ctx) ((void *)(long)(ctx)->data)
+#define np_data_end(ctx) ((void *)(long)(ctx)->data_end)
+#define np_ifindex(ctx) ((ctx)->ifindex)
+#else
+#error "compile with -DNP_MODE_XDP or -DNP_MODE_TC (the engine does)"
+#endif
+
+/* Send the packet out of another interface; ends the chain. */
+#define NP_REDIRECT(ifindex) bpf_redirect((ifindex), 0)
+
+/* The probe's handler: NP_PROBE(ctx) { ... return NP_PASS; } */
+#define NP_PROBE(ctx) static __always_inline int np_probe_handler(np_ctx_t *ctx)
+
+/*
+ * Metric declarations. NP_METRIC(map, features) marks an existing map as a
+ * metric; the engine finds the mark in the compiled object (never by parsing
+ * the source) and reports the map in facts.
+ *   NP_EXPORT  returned in facts and Prometheus export
+ *   NP_EMPTY   reset after each read
+ *   NP_SWAP    read from a quiescent copy: the chain is flipped to a twin of
+ *              the probe with its own maps while this copy is read
+ */
+#define NP_EXPORT 1
+#define NP_EMPTY 2
+#define NP_SWAP 4
+#define NP_METRIC(map, features)                                               \
+	int np_metric__##map(void *ctx) { return (features); }
+
+/*
+ * Configuration: a map the engine fills from the module's `config` option,
+ * updated in place without recompiling. NP_CONFIG(map) marks it.
+ */
+#define NP_CONFIG(map) int np_config__##map(void *ctx) { return 0; }
+
+/* Parsed headers of one packet. Pointers are NULL when absent. */
+struct np_packet {
+	void *data;
+	void *data_end;
+	struct ethhdr *eth;
+	struct iphdr *ip4;
+	struct ipv6hdr *ip6;
+	struct tcphdr *tcp;
+	struct udphdr *udp;
+	__u32 len;       /* bytes on the wire, from the Ethernet header */
+	__u16 l3_proto;  /* host order, ETH_P_IP / ETH_P_IPV6 / other */
+	__u8 l4_proto;   /* IPPROTO_*, 0 when not IP */
+	__u16 sport;     /* host order, 0 when not TCP/UDP */
+	__u16 dport;
+};
+
+/* Fill pkt from the packet. Returns 0, or -1 when not even Ethernet. */
+static __always_inline int np_parse(np_ctx_t *ctx, struct np_packet *pkt)
+{
+	void *data = np_data(ctx);
+	void *data_end = np_data_end(ctx);
+	void *l4 = 0;
+
+	__builtin_memset(pkt, 0, sizeof(*pkt));
+	pkt->data = data;
+	pkt->data_end = data_end;
+	pkt->len = data_end - data;
+	pkt->eth = data;
+	if ((void *)(pkt->eth + 1) > data_end)
+		return -1;
+	pkt->l3_proto = bpf_ntohs(pkt->eth->h_proto);
+
+	if (pkt->l3_proto == ETH_P_IP) {
+		struct iphdr *ip4 = (void *)(pkt->eth + 1);
+		if ((void *)(ip4 + 1) > data_end)
+			return 0;
+		pkt->ip4 = ip4;
+		pkt->l4_proto = ip4->protocol;
+		l4 = (void *)ip4 + ip4->ihl * 4;
+	} else if (pkt->l3_proto == ETH_P_IPV6) {
+		struct ipv6hdr *ip6 = (void *)(pkt->eth + 1);
+		if ((void *)(ip6 + 1) > data_end)
+			return 0;
+		pkt->ip6 = ip6;
+		pkt->l4_proto = ip6->nexthdr;
+		l4 = ip6 + 1;
+	} else {
+		return 0;
+	}
+
+	if (pkt->l4_proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+		if ((void *)(tcp + 1) <= data_end) {
+			pkt->tcp = tcp;
+			pkt->sport = bpf_ntohs(tcp->source);
+			pkt->dport = bpf_ntohs(tcp->dest);
+		}
+	} else if (pkt->l4_proto == IPPROTO_UDP) {
+		struct udphdr *udp = l4;
+		if ((void *)(udp + 1) <= data_end) {
+			pkt->udp = udp;
+			pkt->sport = bpf_ntohs(udp->source);
+			pkt->dport = bpf_ntohs(udp->dest);
+		}
+	}
+	return 0;
+}
+
+/* Add to a counter in an array or per-CPU array map. */
+#define np_count(map, index, amount)                                           \
+	({                                                                     \
+		int __np_k = (index);                                          \
+		__u64 *__np_v = (map)->lookup(&__np_k);                        \
+		if (__np_v)                                                    \
+			__sync_fetch_and_add(__np_v, (amount));                \
+	})
+
+/*
+ * Per-packet metadata shared by the probes of one chain: what a probe writes
+ * is read by the probes after it, for the same packet only. The engine clears
+ * it when the packet leaves the chain.
+ */
+struct np_meta {
+	__u32 mark;
+	__u32 flags;
+	__u64 value;
+};
+
+#endif /* NETPROBE_H */

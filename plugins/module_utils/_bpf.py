@@ -1,0 +1,199 @@
+# -*- coding: utf-8 -*-
+# Copyright: netprobe.ebpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The few bpf(2) commands bcc's Python bindings do not expose.
+
+bcc compiles, loads and creates maps; what a later, separate process needs
+(pin and reopen objects, look programs up by id, read and write maps that no
+bcc object of this process owns) is here, as thin ctypes calls.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import platform
+import struct
+
+_SYSCALL_BPF = {'x86_64': 321, 'aarch64': 280, 'armv7l': 386, 'ppc64le': 361, 's390x': 351}
+
+MAP_LOOKUP_ELEM = 1
+MAP_UPDATE_ELEM = 2
+MAP_DELETE_ELEM = 3
+MAP_GET_NEXT_KEY = 4
+OBJ_PIN = 6
+OBJ_GET = 7
+PROG_TEST_RUN = 10
+PROG_GET_FD_BY_ID = 13
+MAP_GET_FD_BY_ID = 14
+OBJ_GET_INFO_BY_FD = 15
+MAP_LOOKUP_BATCH = 24
+MAP_LOOKUP_AND_DELETE_BATCH = 25
+
+BPF_ANY = 0
+
+MAP_TYPES = {
+    1: 'hash', 2: 'array', 3: 'prog_array', 4: 'perf_event_array', 5: 'percpu_hash',
+    6: 'percpu_array', 9: 'lru_hash', 10: 'lru_percpu_hash', 11: 'lpm_trie', 27: 'ringbuf',
+}
+PERCPU_MAP_TYPES = ('percpu_hash', 'percpu_array', 'lru_percpu_hash')
+PROG_TYPES = {3: 'tc', 6: 'xdp'}
+
+_libc = None
+
+
+def _syscall():
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+    return _libc
+
+
+class BpfError(OSError):
+    pass
+
+
+def bpf(cmd, attr):
+    """Run bpf(cmd, attr); attr is a bytes-like buffer. Returns the result or raises BpfError."""
+    buf = ctypes.create_string_buffer(bytes(attr), 160)
+    nr = _SYSCALL_BPF.get(platform.machine())
+    if nr is None:
+        raise BpfError(errno.ENOSYS, 'bpf(2) syscall number unknown for %s' % platform.machine())
+    ret = _syscall().syscall(nr, cmd, buf, 160)
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise BpfError(err, os.strerror(err))
+    return ret
+
+
+def _addr(buf):
+    return ctypes.addressof(buf) if buf is not None else 0
+
+
+def obj_pin(fd, path):
+    p = ctypes.create_string_buffer(path.encode())
+    bpf(OBJ_PIN, struct.pack('=QII', _addr(p), fd, 0))
+
+
+def obj_get(path):
+    p = ctypes.create_string_buffer(path.encode())
+    return bpf(OBJ_GET, struct.pack('=QII', _addr(p), 0, 0))
+
+
+def prog_fd_by_id(prog_id):
+    return bpf(PROG_GET_FD_BY_ID, struct.pack('=III', prog_id, 0, 0))
+
+
+def map_fd_by_id(map_id):
+    return bpf(MAP_GET_FD_BY_ID, struct.pack('=III', map_id, 0, 0))
+
+
+def _info(fd, size, extra=b''):
+    info = ctypes.create_string_buffer(extra, size)
+    bpf(OBJ_GET_INFO_BY_FD, struct.pack('=IIQ', fd, size, _addr(info)))
+    return info.raw
+
+
+def prog_info(fd):
+    """id, tag, type, name and map ids of the program behind fd."""
+    ids = (ctypes.c_uint32 * 64)()
+    head = struct.pack('=II8sIIQQQII', 0, 0, b'', 0, 0, 0, 0, 0, 0, 64) + struct.pack('=Q', ctypes.addressof(ids))
+    raw = _info(fd, 232, head)
+    ptype, pid, tag = struct.unpack_from('=II8s', raw, 0)
+    nr_map_ids = struct.unpack_from('=I', raw, 52)[0]
+    name = raw[64:80].split(b'\0', 1)[0].decode()
+    return {'id': pid, 'tag': tag.hex(), 'type': PROG_TYPES.get(ptype, str(ptype)), 'name': name,
+            'map_ids': list(ids[:min(nr_map_ids, 64)])}
+
+
+def map_info(fd):
+    raw = _info(fd, 88)
+    mtype, mid, ksize, vsize, max_entries, flags = struct.unpack_from('=IIIIII', raw, 0)
+    name = raw[24:40].split(b'\0', 1)[0].decode()
+    return {'id': mid, 'type': MAP_TYPES.get(mtype, str(mtype)), 'key_size': ksize,
+            'value_size': vsize, 'max_entries': max_entries, 'name': name}
+
+
+def _elem(cmd, fd, key, value=None, flags=0):
+    return bpf(cmd, struct.pack('=IIQQQ', fd, 0, _addr(key), _addr(value), flags))
+
+
+def map_update(fd, key, value, flags=BPF_ANY):
+    _elem(MAP_UPDATE_ELEM, fd, key, value, flags)
+
+
+def map_lookup(fd, key, value):
+    """Fill value from key. Returns False when the key is absent."""
+    try:
+        _elem(MAP_LOOKUP_ELEM, fd, key, value)
+    except BpfError as e:
+        if e.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def map_delete(fd, key):
+    """Delete key. Returns False when it was absent."""
+    try:
+        _elem(MAP_DELETE_ELEM, fd, key)
+    except BpfError as e:
+        if e.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def map_next_key(fd, key, next_key):
+    """Fill next_key with the key after key (None: the first). False at the end."""
+    try:
+        _elem(MAP_GET_NEXT_KEY, fd, key, next_key)
+    except BpfError as e:
+        if e.errno == errno.ENOENT:
+            return False
+        raise
+    return True
+
+
+def map_lookup_batch(fd, keys, values, count, in_batch, out_batch, delete=False):
+    """One BPF_MAP_LOOKUP(_AND_DELETE)_BATCH call. Returns (entries read, done)."""
+    attr = ctypes.create_string_buffer(struct.pack('=QQQQIIQQ', _addr(in_batch), _addr(out_batch),
+                                                   _addr(keys), _addr(values), count, fd, 0, 0), 160)
+    cmd = MAP_LOOKUP_AND_DELETE_BATCH if delete else MAP_LOOKUP_BATCH
+    nr = _SYSCALL_BPF[platform.machine()]
+    ret = _syscall().syscall(nr, cmd, attr, 160)
+    read = struct.unpack_from('=I', attr.raw, 32)[0]
+    if ret < 0:
+        err = ctypes.get_errno()
+        if err == errno.ENOENT:
+            return read, True
+        raise BpfError(err, os.strerror(err))
+    return read, False
+
+
+def prog_test_run(fd, data, repeat=1):
+    """BPF_PROG_TEST_RUN: returns (retval, average duration in ns)."""
+    buf = ctypes.create_string_buffer(bytes(data), len(data))
+    attr = ctypes.create_string_buffer(struct.pack('=IIIIQQII', fd, 0, len(data), 0, _addr(buf), 0, repeat, 0), 160)
+    nr = _SYSCALL_BPF[platform.machine()]
+    if _syscall().syscall(nr, PROG_TEST_RUN, attr, 160) < 0:
+        err = ctypes.get_errno()
+        raise BpfError(err, os.strerror(err))
+    retval = struct.unpack_from('=I', attr.raw, 4)[0]
+    duration = struct.unpack_from('=I', attr.raw, 36)[0]
+    return retval, duration
+
+
+def possible_cpus():
+    """Number of possible CPUs: the stride of per-CPU map values."""
+    with open('/sys/devices/system/cpu/possible') as f:
+        spec = f.read().strip()
+    count = 0
+    for part in spec.split(','):
+        lo, _, hi = part.partition('-')
+        count += int(hi or lo) - int(lo) + 1
+    return count

@@ -1,0 +1,96 @@
+# -*- coding: utf-8 -*-
+# Copyright: netprobe.ebpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What ebpf_probe and ebpf_chain share: argument specs, probe specs from arguments, error handling."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible.module_utils.basic import missing_required_lib
+
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _netlink, _state
+from ansible_collections.netprobe.ebpf.plugins.module_utils._compile import HEADER_FILES, MissingLibrary
+from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
+
+TARGET_ARGS = dict(
+    interface=dict(type='str', required=True),
+    netns=dict(type='str'),
+    hook=dict(type='str', default='ingress', choices=['ingress', 'egress']),
+    mode=dict(type='str', choices=['xdp', 'tc']),
+    xdp_mode=dict(type='str', default='skb', choices=['skb', 'native']),
+)
+
+CODE_ARGS = dict(
+    source=dict(type='str'),
+    src=dict(type='path'),
+    probe=dict(type='str'),
+    cflags=dict(type='list', elements='str', default=[]),
+    config=dict(type='dict'),
+)
+
+# Set by the action plugin: the C files of bpf/ read on the controller.
+INTERNAL_ARGS = dict(_netprobe_files=dict(type='dict', no_log=False))
+
+
+def chain_from_params(params):
+    if _netlink.PYROUTE2_IMPORT_ERROR is not None:
+        raise MissingLibrary('pyroute2', _netlink.PYROUTE2_IMPORT_ERROR)
+    files = params.get('_netprobe_files') or {}
+    missing = [f for f in HEADER_FILES if f not in files]
+    if missing:
+        raise NetprobeError('the C sources of bpf/ did not arrive (%s): run this module through Ansible so its '
+                            'action plugin can send them' % ', '.join(missing))
+    mode = params['mode'] or ('xdp' if params['hook'] == 'ingress' else 'tc')
+    return _chain.Chain(params['interface'], params['hook'], mode, netns=params['netns'],
+                        xdp_mode=params['xdp_mode'], files=files)
+
+
+def spec_from_params(name, params):
+    if params.get('probe'):
+        origin = 'bundled:%s' % params['probe']
+    elif params.get('src'):
+        origin = 'file:%s' % params['src']
+    else:
+        origin = 'inline'
+    if not params.get('source'):
+        raise NetprobeError('probe %s needs its code: one of source, src or probe' % name)
+    return _chain.ProbeSpec(name, params['source'], origin, params.get('cflags'), params.get('config'))
+
+
+def converge(module, chain, desired_from):
+    """Observe, plan the chain desired_from(current probe names) returns, apply outside check mode."""
+    with _state.HostLock(), chain:
+        chain.observe()
+        desired = desired_from([r['name'] for r in chain.live])
+        if desired and chain.ifindex is None:
+            _netlink.link_index(chain.ipr, chain.interface, chain.netns)
+        before = chain.diff_view(chain.live)
+        if not desired and not chain.live and not chain.drift:
+            return dict(changed=False, chain=chain.describe(), compiled=[], drift=[], diff=dict(before=before,
+                                                                                             after=before))
+        plan = chain.plan(desired)
+        changed = chain.plan_changes(plan)
+        predicted = chain.predicted(plan, desired)
+        if changed and not module.check_mode:
+            if desired:
+                chain.apply(desired, plan)
+            else:
+                chain.destroy()
+        for w in chain.warnings:
+            module.warn(w)
+        described = chain.describe(predicted if module.check_mode else None)
+        return dict(changed=changed, chain=described, compiled=chain.compiled, drift=chain.drift,
+                    diff=dict(before=before, after=chain.diff_view(predicted)))
+
+
+def run(module, body):
+    """Run body(); turn our errors into fail_json with a message that says what to fix."""
+    try:
+        module.exit_json(**body())
+    except MissingLibrary as e:
+        module.fail_json(msg=missing_required_lib(e.library), exception=e.traceback)
+    except NetprobeError as e:
+        module.fail_json(msg=e.msg, **e.details)
+    except OSError as e:
+        module.fail_json(msg='kernel or file system error: %s (are you root, with bpf() allowed?)' % e)

@@ -1,0 +1,190 @@
+# -*- coding: utf-8 -*-
+# Copyright: netprobe.ebpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Network namespaces and attachments (XDP by netlink, TC clsact + cls_bpf), through pyroute2.
+
+The process never leaves the host mount namespace (bpffs stays visible):
+pyroute2 opens the netlink socket inside the target network namespace and
+hands it back, and program fds are valid process-wide.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import struct
+import traceback
+
+from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
+from ansible_collections.netprobe.ebpf.plugins.module_utils._state import check_name
+
+PYROUTE2_IMPORT_ERROR = None
+try:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+except ImportError:
+    PYROUTE2_IMPORT_ERROR = traceback.format_exc()
+    IPRoute = None
+
+    class NetlinkError(Exception):
+        pass
+
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+XDP_FLAGS_REPLACE = 1 << 4
+XDP_MODE_FLAGS = {'skb': XDP_FLAGS_SKB_MODE, 'native': XDP_FLAGS_DRV_MODE}
+XDP_ATTACHED_MODES = {'xdpgeneric': 'skb', 'xdp': 'native', 'xdpdrv': 'native', 'xdpoffload': 'offload'}
+
+TC_H_CLSACT = 0xFFFFFFF1
+TC_PARENTS = {'ingress': 0xFFFFFFF2, 'egress': 0xFFFFFFF3}
+# Our own filter slot on each clsact hook; anything else there is foreign and left alone.
+TC_PRIO = 0x4E50
+TC_HANDLE = 0x4E50
+TCA_BPF_ID = 11
+ETH_P_ALL = 0x0003
+
+
+class Netns:
+    """The target network namespace: None (the module's own), a name under /run/netns, or a path."""
+
+    def __init__(self, spec=None):
+        self.spec = spec
+        if not spec:
+            self.path = '/proc/self/ns/net'
+        elif spec.startswith('/'):
+            self.path = spec
+        else:
+            self.path = os.path.join('/run/netns', check_name('network namespace name', spec))
+        try:
+            self.inode = os.stat(self.path).st_ino
+        except OSError:
+            raise NetprobeError('network namespace %r not found (no %s): create it first, or fix `netns`'
+                                % (spec, self.path))
+
+    @property
+    def label(self):
+        return self.spec or 'host'
+
+    def iproute(self):
+        if IPRoute is None:
+            raise NetprobeError('pyroute2 is not importable')
+        if not self.spec:
+            return IPRoute()
+        # flags=0: never create a namespace that is not there
+        return IPRoute(netns=self.path, flags=0)
+
+
+def link_index(ipr, ifname, netns):
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise NetprobeError('interface %r not found in network namespace %s: check `interface` and `netns`'
+                            % (ifname, netns.label))
+    return found[0]
+
+
+def xdp_query(ipr, ifindex):
+    """(prog id, mode) of the XDP program on the interface, (0, None) when none."""
+    link = ipr.link('get', index=ifindex)[0]
+    xdp = link.get_attr('IFLA_XDP')
+    if not xdp:
+        return 0, None
+    prog_id = xdp.get_attr('IFLA_XDP_PROG_ID') or 0
+    return prog_id, XDP_ATTACHED_MODES.get(xdp.get_attr('IFLA_XDP_ATTACHED'))
+
+
+def xdp_attach(ipr, ifindex, fd, mode, expected_fd=None):
+    """Attach fd; with expected_fd, swap atomically only if expected_fd is what is attached now."""
+    flags = XDP_MODE_FLAGS[mode]
+    attrs = [['IFLA_XDP_FD', fd]]
+    if expected_fd is None:
+        flags |= XDP_FLAGS_UPDATE_IF_NOEXIST
+    else:
+        flags |= XDP_FLAGS_REPLACE
+        attrs.append(['IFLA_XDP_EXPECTED_FD', expected_fd])
+    attrs.append(['IFLA_XDP_FLAGS', flags])
+    try:
+        ipr.link('set', index=ifindex, IFLA_XDP={'attrs': attrs})
+    except NetlinkError as e:
+        if e.code == 16 and expected_fd is None:
+            raise NetprobeError('another XDP program is attached to this interface: netprobe does not replace '
+                                'programs it did not attach (detach it first)')
+        if e.code in (95, 22) and mode == 'native':
+            raise NetprobeError('native XDP is not supported on this interface (%s): use xdp_mode: skb' % e)
+        raise NetprobeError('XDP attach failed: %s' % (e,))
+
+
+def xdp_detach(ipr, ifindex, mode, expected_fd):
+    attrs = [['IFLA_XDP_FD', -1], ['IFLA_XDP_EXPECTED_FD', expected_fd],
+             ['IFLA_XDP_FLAGS', XDP_MODE_FLAGS[mode] | XDP_FLAGS_REPLACE]]
+    ipr.link('set', index=ifindex, IFLA_XDP={'attrs': attrs})
+
+
+def _filters(ipr, ifindex, hook):
+    try:
+        return [f for f in ipr.get_filters(ifindex, parent=TC_PARENTS[hook]) if f.get_attr('TCA_OPTIONS')]
+    except NetlinkError:
+        return []
+
+
+def _tc_prog_id(tc_filter):
+    """TCA_BPF_ID of a cls_bpf filter (pyroute2 does not decode it)."""
+    opts = tc_filter.get_attr('TCA_OPTIONS')
+    raw = bytes(opts.data[opts.offset:opts.offset + opts.length])
+    pos = 4
+    while pos + 8 <= len(raw):
+        length, nla_type = struct.unpack_from('=HH', raw, pos)
+        if nla_type & 0x3FFF == TCA_BPF_ID:
+            return struct.unpack_from('=I', raw, pos + 4)[0]
+        pos += max((length + 3) & ~3, 4)
+    return 0
+
+
+def _is_ours(tc_filter):
+    return (tc_filter['info'] >> 16) == TC_PRIO and tc_filter['handle'] == TC_HANDLE
+
+
+def tc_query(ipr, ifindex, hook):
+    """(our prog id or 0, number of foreign filters) on a clsact hook."""
+    prog_id, foreign = 0, 0
+    for f in _filters(ipr, ifindex, hook):
+        if _is_ours(f):
+            prog_id = _tc_prog_id(f)
+        else:
+            foreign += 1
+    return prog_id, foreign
+
+
+def has_clsact(ipr, ifindex):
+    return any(q.get_attr('TCA_KIND') == 'clsact' for q in ipr.get_qdiscs(ifindex))
+
+
+def tc_attach(ipr, ifindex, hook, fd, name):
+    """Create clsact if missing; then add, or atomically replace, our filter. Returns True if clsact was created."""
+    created = False
+    if not has_clsact(ipr, ifindex):
+        ipr.tc('add', 'clsact', ifindex)
+        created = True
+    try:
+        ipr.tc('replace-filter', 'bpf', ifindex, TC_HANDLE, fd=fd, name=name, parent=TC_PARENTS[hook],
+               prio=TC_PRIO, protocol=ETH_P_ALL, direct_action=True)
+    except NetlinkError as e:
+        raise NetprobeError('TC attach failed: %s' % (e,))
+    return created
+
+
+def tc_detach(ipr, ifindex, hook, remove_clsact):
+    """Remove our filter; remove clsact too when asked and nothing else uses it. True if clsact went."""
+    try:
+        ipr.tc('del-filter', 'bpf', ifindex, TC_HANDLE, parent=TC_PARENTS[hook], prio=TC_PRIO, protocol=ETH_P_ALL)
+    except NetlinkError as e:
+        if e.code not in (2, 22):
+            raise
+    if remove_clsact and not _filters(ipr, ifindex, 'ingress') and not _filters(ipr, ifindex, 'egress'):
+        try:
+            ipr.tc('del', 'clsact', ifindex)
+            return True
+        except NetlinkError:
+            pass
+    return False

@@ -1,0 +1,195 @@
+# -*- coding: utf-8 -*-
+# Copyright: netprobe.ebpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Where a chain lives between runs: pins in bpffs, metadata under /run, the host lock.
+
+Pins and attachments are the kernel's truth; the metadata JSON only remembers
+what a later run cannot ask the kernel (spec hashes, slots, map layouts).
+Both vanish at reboot, like the attachments.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+
+from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
+
+BPFFS = '/sys/fs/bpf'
+PIN_ROOT = BPFFS + '/netprobe'
+RUN_ROOT = '/run/netprobe'
+LOCK_FILE = RUN_ROOT + '/lock'
+
+NAME_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$')
+IFNAME_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$')
+
+
+def check_name(kind, value):
+    """Probe names become pin directory names: no '/', no '..', nothing hidden."""
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise NetprobeError(
+            "invalid %s %r: use 1-63 letters, digits, '_' or '-', starting with a letter or digit "
+            "(names become pin paths under %s and may not contain '/' or '..')" % (kind, value, PIN_ROOT))
+    return value
+
+
+def check_ifname(value):
+    if not isinstance(value, str) or not IFNAME_PATTERN.match(value):
+        raise NetprobeError("invalid interface name %r: Linux interface names are 1-15 characters "
+                            "without '/' or whitespace" % (value,))
+    return value
+
+
+def ensure_bpffs():
+    """Mount bpffs at /sys/fs/bpf when it is not. Returns True when this call mounted it."""
+    if _is_bpffs(BPFFS):
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+    if libc.mount(b'bpf', BPFFS.encode(), b'bpf', 0, None) != 0:
+        err = ctypes.get_errno()
+        raise NetprobeError('could not mount bpffs at %s: %s (pins need it; run as root, or mount it with '
+                            '"mount -t bpf bpf %s")' % (BPFFS, os.strerror(err), BPFFS))
+    return True
+
+
+def _is_bpffs(path):
+    with open('/proc/self/mounts') as f:
+        return any(line.split()[1:3] == [path, 'bpf'] for line in f)
+
+
+def bpffs_mounted():
+    return _is_bpffs(BPFFS)
+
+
+class HostLock:
+    """Exclusive flock serialising every netprobe writer on one host."""
+
+    def __init__(self, path=LOCK_FILE):
+        self.path = path
+        self.fd = None
+
+    def __enter__(self):
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+
+
+class ChainPaths:
+    """Pin and metadata paths of one chain: netns identity, interface, chain name (mode-hook)."""
+
+    def __init__(self, netns_id, ifname, chain_name):
+        rel = os.path.join(str(netns_id), check_ifname(ifname), chain_name)
+        self.pin_dir = os.path.join(PIN_ROOT, rel)
+        self.progs = os.path.join(self.pin_dir, 'progs')
+        self.meta = os.path.join(self.pin_dir, 'meta')
+        self.state_file = os.path.join(RUN_ROOT, 'chains', rel + '.json')
+        # present while netprobe owns the interface's clsact qdisc (shared by its ingress and egress chains)
+        self.clsact_marker = os.path.join(RUN_ROOT, 'clsact', str(netns_id), ifname)
+
+    def probe_dir(self, probe):
+        return os.path.join(self.pin_dir, check_name('probe name', probe))
+
+    def gen_dir(self, probe, gen):
+        """Each compile of a probe is a generation: the old one stays pinned until the new one is linked."""
+        return os.path.join(self.probe_dir(probe), 'g%d' % gen)
+
+    def prog_pin(self, probe, gen):
+        return os.path.join(self.gen_dir(probe, gen), 'prog')
+
+    def map_pin(self, probe, gen, map_name):
+        return os.path.join(self.gen_dir(probe, gen), 'maps', map_name)
+
+
+def makedirs_private(path):
+    os.makedirs(path, mode=0o700, exist_ok=True)
+
+
+def unpin(path):
+    try:
+        os.unlink(path)
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise
+
+
+def remove_tree(path):
+    """Remove a pin directory and what is pinned below it (bpffs allows unlink and rmdir)."""
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    prune_empty_parents(path)
+
+
+def prune_empty_parents(path):
+    parent = os.path.dirname(path)
+    while parent.startswith(PIN_ROOT):
+        try:
+            os.rmdir(parent)
+        except OSError:
+            return
+        parent = os.path.dirname(parent)
+
+
+def load_state(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (IOError, OSError, ValueError):
+        return None
+
+
+def save_state(path, data):
+    """Atomic replace, so a crash never leaves half a file."""
+    makedirs_private(os.path.dirname(path))
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.tmp-')
+    with os.fdopen(fd, 'w') as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.rename(tmp, path)
+
+
+def delete_state(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    parent = os.path.dirname(path)
+    root = os.path.join(RUN_ROOT, 'chains')
+    while parent.startswith(root) and parent != root:
+        try:
+            os.rmdir(parent)
+        except OSError:
+            return
+        parent = os.path.dirname(parent)
+
+
+def all_state_files():
+    root = os.path.join(RUN_ROOT, 'chains')
+    found = []
+    for dirpath, _dirs, files in os.walk(root):
+        found.extend(os.path.join(dirpath, f) for f in files if f.endswith('.json') and not f.startswith('.'))
+    return sorted(found)
+
+
+def mark(path, present):
+    if present:
+        makedirs_private(os.path.dirname(path))
+        open(path, 'a').close()
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
