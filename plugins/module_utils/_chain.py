@@ -15,7 +15,7 @@ __metaclass__ = type
 import ctypes
 import os
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _compile, _netlink, _state
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _compile, _config, _netlink, _state
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 STATE_VERSION = 1
@@ -163,7 +163,8 @@ class Chain:
         probes = []
         for pos, rec in enumerate(records):
             probes.append(dict((k, rec.get(k)) for k in ('name', 'slot', 'prog_id', 'tag', 'source_hash',
-                                                           'spec_hash', 'origin', 'metrics', 'config_maps'))
+                                                           'spec_hash', 'origin', 'metrics', 'config_maps',
+                                                           'config'))
                           )
             probes[-1]['position'] = pos
         return {
@@ -174,8 +175,11 @@ class Chain:
         }
 
     def diff_view(self, records):
-        return {'probes': ['%s (%s)' % (r['name'], (r.get('source_hash') or '?')[:12]) for r in records],
-                'attached': self.ifindex is not None}
+        view = {'probes': ['%s (%s)' % (r['name'], (r.get('source_hash') or '?')[:12]) for r in records]}
+        config = dict((r['name'], r['config']) for r in records if r.get('config'))
+        if config:
+            view['config'] = config
+        return view
 
     # --- plan ------------------------------------------------------------------------------
 
@@ -191,24 +195,28 @@ class Chain:
             if isinstance(d, Keep) and d.name not in live:
                 raise NetprobeError('probe %s is not in the chain' % d.name)
         remove = [r['name'] for r in self.live if r['name'] not in names]
-        compile_ = []
+        compile_, configure = [], []
         for d in desired:
             rec = live.get(d.name)
             if isinstance(d, Keep):
                 if rec.get('lost'):
                     compile_.append(ProbeSpec(d.name, rec['source'], rec['origin'], rec['cflags'], rec.get('config')))
-            elif rec is None or rec.get('lost') or rec['spec_hash'] != d.hash(self.mode, self.files):
+                continue
+            d.config = _config.validate(d.name, d.origin, d.config)
+            if rec is None or rec.get('lost') or rec['spec_hash'] != d.hash(self.mode, self.files):
                 compile_.append(d)
+            elif _config.config_hash(rec.get('config')) != _config.config_hash(d.config):
+                configure.append(d)
         kept = [n for n in names if n in live]
         stable = _longest_increasing([[r['name'] for r in self.live].index(n) for n in kept])
         stable_names = set(kept[i] for i in stable)
         move = [n for n in kept if n not in stable_names]
-        return {'remove': remove, 'compile': compile_, 'move': move, 'order': names,
+        return {'remove': remove, 'compile': compile_, 'configure': configure, 'move': move, 'order': names,
                 'repair': bool(self.drift)}
 
     @staticmethod
     def plan_changes(plan):
-        return bool(plan['remove'] or plan['compile'] or plan['move'] or plan['repair'])
+        return any(plan[k] for k in ('remove', 'compile', 'configure', 'move', 'repair'))
 
     def predicted(self, plan, desired):
         """The chain as it will be after the plan (for check mode and diff)."""
@@ -218,6 +226,8 @@ class Chain:
         for d in desired:
             rec = dict(live.get(d.name, {'name': d.name}))
             rec.pop('_fd', None)
+            if isinstance(d, ProbeSpec):
+                rec['config'] = d.config
             if d.name in recompiled:
                 spec = recompiled[d.name]
                 rec.update(source_hash=_compile.sha256(spec.source), spec_hash=spec.hash(self.mode, self.files),
@@ -312,8 +322,24 @@ class Chain:
                 rec = new
             pred = self._record(desired[pos - 1].name) if pos else None
             self._insert_after(pred, rec)
-        # 4. repair whatever drifted: every link, then the head
+        # 4. configuration-only changes: map updates, no compile
+        for spec in plan['configure']:
+            rec = self._record(spec.name)
+            maps = self._open_maps(rec)
+            try:
+                _config.apply(spec.name, spec.origin, spec.config, maps)
+            finally:
+                for m in maps.values():
+                    os.close(m['fd'])
+            rec['config'] = spec.config
+        # 5. repair whatever drifted: every link, then the head
         self._rewire_all()
+
+    def _open_maps(self, rec):
+        maps = {}
+        for name, layout in (rec.get('maps') or {}).items():
+            maps[name] = dict(layout, fd=_bpf.obj_get(self.paths.map_pin(rec['name'], rec['gen'], name)))
+        return maps
 
     def _record(self, name):
         return next((r for r in self.live if r['name'] == name), None)
@@ -328,6 +354,7 @@ class Chain:
 
     def _pin_new(self, old, spec, slot, prog):
         gen = (old['gen'] + 1) if old else 1
+        _config.apply(spec.name, spec.origin, spec.config, prog.maps)  # configured before anything leads to it
         prog.pin(self.paths.prog_pin(spec.name, gen), lambda m: self.paths.map_pin(spec.name, gen, m))
         return {
             'name': spec.name, 'slot': slot, 'gen': gen, 'origin': spec.origin, 'source': spec.source,
