@@ -12,11 +12,13 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 
 from pyroute2.netns import create_socket
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)  # ansible of the same venv as pytest
 PIN_ROOT = '/sys/fs/bpf/netprobe'
 RUN_ROOT = '/run/netprobe'
 
@@ -79,24 +81,25 @@ class Lab:
 
     # --- traffic ---------------------------------------------------------------------------
 
-    def socket(self, ns, family=socket.AF_INET, kind=socket.SOCK_DGRAM):
+    def open_socket(self, ns, family=socket.AF_INET, kind=socket.SOCK_DGRAM):
         s = create_socket(netns=ns, family=family, socket_type=kind, flags=0)
         self._sockets.append(s)
         return s
 
     def receiver(self, port, ns=None, family=socket.AF_INET):
         """A UDP socket in ns (default B) bound to port; count() drains it."""
-        s = self.socket(ns or self.ns_b, family)
+        s = self.open_socket(ns or self.ns_b, family)
         s.bind(('::' if family == socket.AF_INET6 else '0.0.0.0', port))
         s.setblocking(False)
         return Receiver(s)
 
     def send_udp(self, count, port, src_ns=None, dst=None, payload=b'x' * 32, family=socket.AF_INET,
-                 sport=None, interval=0.0):
-        """Send count datagrams (one packet each) from src_ns (default A) to dst (default B's address)."""
-        s = self.socket(src_ns or self.ns_a, family)
-        if sport:
-            s.bind(('::' if family == socket.AF_INET6 else '0.0.0.0', sport))
+                 sport=None, interval=0.0, src=None):
+        """Send count datagrams (one packet each) from src_ns (default A) to dst (default B's address),
+        from the address src when given (it must be configured in src_ns)."""
+        s = self.open_socket(src_ns or self.ns_a, family)
+        if sport or src:
+            s.bind((src or ('::' if family == socket.AF_INET6 else '0.0.0.0'), sport or 0))
         dst = dst or (self.ip6_b if family == socket.AF_INET6 else self.ip_b)
         for _ in range(count):
             s.sendto(payload, (dst, port))
@@ -107,7 +110,7 @@ class Lab:
 
     def tcp_syn(self, port, src_ns=None, dst=None, family=socket.AF_INET):
         """Try one TCP connection (its SYN is what a filter sees). Returns True if it connected."""
-        s = self.socket(src_ns or self.ns_a, family, socket.SOCK_STREAM)
+        s = self.open_socket(src_ns or self.ns_a, family, socket.SOCK_STREAM)
         s.settimeout(0.3)
         try:
             s.connect((dst or (self.ip6_b if family == socket.AF_INET6 else self.ip_b), port))
@@ -156,38 +159,45 @@ class Receiver:
 
 def ansible_env():
     env = dict(os.environ)
-    env.update(ANSIBLE_CONFIG=os.path.join(REPO, 'ansible.cfg'), ANSIBLE_LOAD_CALLBACK_PLUGINS='1',
-               ANSIBLE_STDOUT_CALLBACK='ansible.builtin.json', ANSIBLE_NOCOLOR='1',
-               ANSIBLE_DEPRECATION_WARNINGS='0')
+    env.update(ANSIBLE_CONFIG=os.path.join(REPO, 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
+               ANSIBLE_CALLBACK_RESULT_FORMAT='json', ANSIBLE_DEPRECATION_WARNINGS='0')
     return env
 
 
 def run_module(module, args, check=False, diff=False):
-    """Ad-hoc `ansible localhost -m netprobe.ebpf.<module> -a <json>`; returns the host's result."""
-    cmd = ['ansible', 'localhost', '-m', 'netprobe.ebpf.' + module, '-a', json.dumps(args)]
+    """Ad-hoc `ansible localhost -m netprobe.ebpf.<module> -a <json>`; returns the host's result dict."""
+    cmd = [os.path.join(BIN, 'ansible'), 'localhost', '-m', 'netprobe.ebpf.' + module, '-a', json.dumps(args)]
     if check:
         cmd.append('--check')
     if diff:
         cmd.append('--diff')
     proc = subprocess.run(cmd, cwd=REPO, env=ansible_env(), capture_output=True, text=True)
-    try:
-        out = json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError('ansible printed no JSON (rc %d):\n%s\n%s' % (proc.returncode, proc.stdout, proc.stderr))
-    result = out['plays'][0]['tasks'][0]['hosts']['localhost']
-    return result
+    start = proc.stdout.find('localhost | ')
+    if start >= 0 and ' => {' in proc.stdout[start:]:
+        status = proc.stdout[start:].split(' => ', 1)[0]
+        result = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index('{', start):])[0]
+        if 'FAILED' in status or 'UNREACHABLE' in status:
+            result['failed'] = True
+        result['_output'] = proc.stdout  # the callback prints diffs here, not in the JSON
+        return result
+    raise AssertionError('ansible printed no result (rc %d):\n%s\n%s' % (proc.returncode, proc.stdout, proc.stderr))
 
 
-def run_playbook(playbook, extra_vars=None, check=False):
-    """ansible-playbook with the JSON callback; returns (rc, parsed output)."""
-    cmd = ['ansible-playbook', playbook]
+def run_playbook(playbook, extra_vars=None, check=False, diff=False, inventory=None):
+    """ansible-playbook; returns (rc, recap, output) with recap = {host: {ok, changed, failed, ...}}."""
+    cmd = [os.path.join(BIN, 'ansible-playbook'), playbook]
+    if inventory:
+        cmd += ['-i', inventory]
     if extra_vars:
         cmd += ['-e', json.dumps(extra_vars)]
     if check:
         cmd.append('--check')
+    if diff:
+        cmd.append('--diff')
     proc = subprocess.run(cmd, cwd=REPO, env=ansible_env(), capture_output=True, text=True)
-    try:
-        return proc.returncode, json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError('ansible-playbook printed no JSON (rc %d):\n%s\n%s'
-                             % (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:]))
+    recap = {}
+    for line in proc.stdout.split('PLAY RECAP')[-1].splitlines():
+        if ' : ' in line and 'ok=' in line:
+            host, stats = line.split(' : ', 1)
+            recap[host.strip()] = dict((k, int(v)) for k, v in (kv.split('=') for kv in stats.split()))
+    return proc.returncode, recap, proc.stdout + proc.stderr
