@@ -64,8 +64,8 @@ options:
     type: str
   src:
     description:
-      - Path of a C file on the controller (looked up like M(ansible.builtin.copy)'s C(src): role
-        C(files/), playbook C(files/), then relative to the playbook).
+      - Path of a C file on the controller, looked up like the O(ansible.builtin.copy#module:src) of
+        M(ansible.builtin.copy) (role C(files/), playbook C(files/), then relative to the playbook).
     type: path
   probe:
     description:

@@ -194,6 +194,6 @@ def possible_cpus():
         spec = f.read().strip()
     count = 0
     for part in spec.split(','):
-        lo, _, hi = part.partition('-')
+        lo, _sep, hi = part.partition('-')
         count += int(hi or lo) - int(lo) + 1
     return count

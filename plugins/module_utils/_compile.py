@@ -95,8 +95,9 @@ def _merge_split_headers(arch_dir, common_dir):
     return target
 
 
-def kernel_headers():
-    """Which headers bcc will use: {'kind': exact|kheaders|fallback, 'path': ..., 'release': ...}."""
+def kernel_headers(build_cache=True):
+    """Which headers bcc will use: {'kind': exact|kheaders|fallback, 'path': ..., 'release': ...}.
+    build_cache=False only reports (facts change nothing), without building the merged tree."""
     release = platform.release()
     build = '/lib/modules/%s/build' % release
     if os.path.isdir(build):
@@ -110,7 +111,9 @@ def kernel_headers():
             return {'kind': 'fallback', 'path': cand, 'release': release}
         common = re.sub(r'-[^-]+$', '-common', cand)
         if os.path.exists(os.path.join(common, 'include/linux/kconfig.h')):
-            return {'kind': 'fallback', 'path': _merge_split_headers(cand, common), 'release': release,
+            merged = (_merge_split_headers(cand, common) if build_cache
+                      else os.path.join(HEADERS_CACHE, os.path.basename(cand)))
+            return {'kind': 'fallback', 'path': merged, 'release': release,
                     'from': os.path.basename(cand)}
     return {'kind': 'none', 'path': None, 'release': release}
 
@@ -213,11 +216,11 @@ def compile_probe(name, source, cflags, mode, slot, files, chain_pin, meta_pin):
             raise NetprobeError('probe %r does not compile:\n%s' % (name, err['text'].strip()),
                                 compiler_output=err['text'])
     prog_type = bcc.BPF.XDP if mode == 'xdp' else bcc.BPF.SCHED_CLS
+    fn, failure = None, ''
     with captured_stderr() as err:
         try:
             fn = bpf.load_func(ENTRY, prog_type)
         except Exception as e:
-            fn = None
             failure = str(e)
     if fn is None:
         bpf.cleanup()

@@ -67,8 +67,8 @@ def converge(module, chain, desired_from):
             _netlink.link_index(chain.ipr, chain.interface, chain.netns)
         before = chain.diff_view(chain.live)
         if not desired and not chain.live and not chain.drift:
-            return dict(changed=False, chain=chain.describe(), compiled=[], drift=[], diff=dict(before=before,
-                                                                                             after=before))
+            return dict(changed=False, chain=chain.describe(), compiled=[], drift=[],
+                        diff=dict(before=before, after=before))
         plan = chain.plan(desired)
         changed = chain.plan_changes(plan)
         predicted = chain.predicted(plan, desired)

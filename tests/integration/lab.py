@@ -101,7 +101,7 @@ class Lab:
         if sport or src:
             s.bind((src or ('::' if family == socket.AF_INET6 else '0.0.0.0'), sport or 0))
         dst = dst or (self.ip6_b if family == socket.AF_INET6 else self.ip_b)
-        for _ in range(count):
+        for _packet in range(count):
             s.sendto(payload, (dst, port))
             if interval:
                 time.sleep(interval)
@@ -171,7 +171,7 @@ def run_module(module, args, check=False, diff=False):
         cmd.append('--check')
     if diff:
         cmd.append('--diff')
-    proc = subprocess.run(cmd, cwd=REPO, env=ansible_env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=False)
     start = proc.stdout.find('localhost | ')
     if start >= 0 and ' => {' in proc.stdout[start:]:
         status = proc.stdout[start:].split(' => ', 1)[0]
@@ -194,7 +194,7 @@ def run_playbook(playbook, extra_vars=None, check=False, diff=False, inventory=N
         cmd.append('--check')
     if diff:
         cmd.append('--diff')
-    proc = subprocess.run(cmd, cwd=REPO, env=ansible_env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=False)
     recap = {}
     for line in proc.stdout.split('PLAY RECAP')[-1].splitlines():
         if ' : ' in line and 'ok=' in line:
