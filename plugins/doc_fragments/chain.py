@@ -44,6 +44,11 @@ options:
     type: str
     default: skb
     choices: [skb, native]
+  _netprobe_files:
+    description:
+      - Internal. The C files of the collection's C(bpf/) directory, read on the controller and sent by
+        the module's action plugin. Do not set it.
+    type: dict
 notes:
   - Requires root, bcc's Python bindings (C(python3-bpfcc)) and pyroute2 on the target;
     the C(netprobe.ebpf.prereqs) role installs them.

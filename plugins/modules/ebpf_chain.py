@@ -19,7 +19,7 @@ description:
     rejection fails the task with the chain untouched.
   - A run with the same input changes nothing and compiles nothing.
 author:
-  - netprobe.ebpf contributors
+  - netprobe.ebpf contributors (@netprobe)
 extends_documentation_fragment:
   - netprobe.ebpf.chain
 attributes:
@@ -30,6 +30,7 @@ attributes:
     support: full
     description: Shows the chain (probe names and source hashes) before and after.
   platform:
+    support: full
     platforms: posix
     description: Linux targets with eBPF, as root.
 options:

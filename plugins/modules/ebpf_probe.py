@@ -22,7 +22,7 @@ description:
     hand, an interface recreated, pins removed) is reported and repaired.
   - A compiler error or a verifier rejection fails the task and leaves the chain as it was.
 author:
-  - netprobe.ebpf contributors
+  - netprobe.ebpf contributors (@netprobe)
 extends_documentation_fragment:
   - netprobe.ebpf.chain
   - netprobe.ebpf.chain.PROBE_CODE
@@ -34,6 +34,7 @@ attributes:
     support: full
     description: Shows the chain (probe names and source hashes) before and after.
   platform:
+    support: full
     platforms: posix
     description: Linux targets with eBPF, as root.
 options:
@@ -117,15 +118,39 @@ chain:
   returned: success
   type: dict
   contains:
-    interface: {description: Interface name., type: str, returned: always}
-    netns: {description: Namespace as given, or C(host)., type: str, returned: always}
-    hook: {description: C(ingress) or C(egress)., type: str, returned: always}
-    mode: {description: C(xdp) or C(tc)., type: str, returned: always}
-    attached: {description: Whether the head program is attached to the hook., type: bool, returned: always}
-    head_prog_id: {description: Program id attached to the hook., type: int, returned: always}
-    pin_dir: {description: Where the chain is pinned in bpffs., type: str, returned: always}
-    probes: {description: Probes in order with name, position, slot, prog_id, tag, source_hash., type: list,
-             elements: dict, returned: always}
+    interface:
+      description: Interface name.
+      type: str
+      returned: always
+    netns:
+      description: Network namespace as given, or C(host).
+      type: str
+      returned: always
+    hook:
+      description: C(ingress) or C(egress).
+      type: str
+      returned: always
+    mode:
+      description: C(xdp) or C(tc).
+      type: str
+      returned: always
+    attached:
+      description: Whether the head program is attached to the hook.
+      type: bool
+      returned: always
+    head_prog_id:
+      description: Id of the program attached to the hook.
+      type: int
+      returned: always
+    pin_dir:
+      description: Where the chain is pinned in bpffs.
+      type: str
+      returned: always
+    probes:
+      description: Probes in order, each with name, position, slot, prog_id, tag, source_hash, spec_hash, origin.
+      type: list
+      elements: dict
+      returned: always
 compiled:
   description: Probes compiled during this run (empty on an unchanged rerun).
   returned: success
