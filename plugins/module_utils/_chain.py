@@ -15,7 +15,7 @@ __metaclass__ = type
 import ctypes
 import os
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _compile, _config, _netlink, _state
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _compile, _config, _netlink, _state, _swap
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 STATE_VERSION = 1
@@ -67,6 +67,7 @@ class Chain:
         self.ifindex = None
         self.state = None
         self.live = []        # probe records in chain order, each with an open '_fd' when pinned
+        self.detached = []    # probes being moved: out of the chain until re-inserted
         self.drift = []
         self.head_id = 0      # program attached to the hook now (ours or not)
         self.progs_fd = None
@@ -81,7 +82,7 @@ class Chain:
         return self
 
     def __exit__(self, *exc):
-        for rec in self.live:
+        for rec in self.live + self.detached:
             self._close(rec)
         if self.progs_fd is not None:
             os.close(self.progs_fd)
@@ -134,6 +135,7 @@ class Chain:
             else:
                 rec['_fd'] = fd
                 rec['prog_id'] = _bpf.prog_info(fd)['id']
+                _swap.observe_active(self, rec)  # a swap probe may be running its twin copy
             self.live.append(rec)
         if self.live and self.ifindex is not None:
             head = self.live[0]
@@ -160,12 +162,11 @@ class Chain:
 
     def describe(self, records=None):
         records = self.live if records is None else records
+        keys = ('name', 'slot', 'prog_id', 'tag', 'source_hash', 'spec_hash', 'origin', 'metrics', 'config_maps',
+                'config')
         probes = []
         for pos, rec in enumerate(records):
-            probes.append(dict((k, rec.get(k)) for k in ('name', 'slot', 'prog_id', 'tag', 'source_hash',
-                                                           'spec_hash', 'origin', 'metrics', 'config_maps',
-                                                           'config'))
-                          )
+            probes.append(dict((k, rec.get(k)) for k in keys))
             probes[-1]['position'] = pos
         return {
             'interface': self.interface, 'netns': self.netns.label, 'netns_id': self.netns.inode,
@@ -273,8 +274,8 @@ class Chain:
         headers, warning = _compile.prepare_headers()
         if warning and warning not in self.warnings:
             self.warnings.append(warning)
-        prog = _compile.compile_probe(spec.name, spec.source, spec.cflags, self.mode, slot, self.files,
-                                      self.paths.progs, self.paths.meta)
+        args = (spec.name, spec.source, spec.cflags, self.mode, slot, self.files, self.paths.progs, self.paths.meta)
+        prog = _swap.with_twin(_compile.compile_probe(*args), lambda: _compile.compile_probe(*args))
         self.compiled.append(spec.name)
         return prog
 
@@ -287,32 +288,36 @@ class Chain:
             _state.remove_tree(self.paths.pin_dir)
 
     def _edit(self, desired, plan, loaded):
+        # 0. probes whose pins were lost get their new program; step 5 links them
+        for name, (spec, slot, prog) in list(loaded.items()):
+            rec = self._record(name)
+            if rec is not None and rec.get('lost'):
+                self._replace_record(rec, self._pin_new(rec, spec, slot, prog))
+                del loaded[name]
         # 1. removed and moved probes leave the chain (a move re-enters at step 3)
         for name in plan['remove'] + plan['move']:
             rec = self._record(name)
             self._unlink(rec)
+            self.live.remove(rec)
             if name in plan['remove']:
-                self.live.remove(rec)
                 self._close(rec)
                 _state.remove_tree(self.paths.probe_dir(name))
-        moving = [self._record(n) for n in plan['move']]
-        for rec in moving:
-            self.live.remove(rec)
+            else:
+                self.detached.append(rec)
         # 2. patched probes are replaced in place: same slot, so the same successor entry
         for name, (spec, slot, prog) in loaded.items():
             rec = self._record(name)
-            if rec is None:
-                continue
-            new = self._pin_new(rec, spec, slot, prog)
-            if not rec.get('lost'):
+            if rec is not None:
+                new = self._pin_new(rec, spec, slot, prog)
                 self._point(self._pred(rec), new)
-            self._replace_record(rec, new)
+                self._replace_record(rec, new)
         # 3. new and moved probes are inserted after their predecessor in the desired order
-        moved = dict((r['name'], r) for r in moving)
         for pos, d in enumerate(desired):
             if self._record(d.name) is not None:
                 continue
-            rec = moved.get(d.name)
+            rec = next((r for r in self.detached if r['name'] == d.name), None)
+            if rec is not None:
+                self.detached.remove(rec)
             if d.name in loaded:
                 spec, slot, prog = loaded[d.name]
                 new = self._pin_new(rec, spec, slot, prog)
@@ -331,6 +336,7 @@ class Chain:
             finally:
                 for m in maps.values():
                     os.close(m['fd'])
+            _swap.configure_twin(self.paths, rec, lambda maps: _config.apply(spec.name, spec.origin, spec.config, maps))
             rec['config'] = spec.config
         # 5. repair whatever drifted: every link, then the head
         self._rewire_all()
@@ -356,19 +362,20 @@ class Chain:
         gen = (old['gen'] + 1) if old else 1
         _config.apply(spec.name, spec.origin, spec.config, prog.maps)  # configured before anything leads to it
         prog.pin(self.paths.prog_pin(spec.name, gen), lambda m: self.paths.map_pin(spec.name, gen, m))
+        twin = _swap.pin_twin(self.paths, spec, gen, prog, lambda maps: _config.apply(spec.name, spec.origin,
+                                                                                     spec.config, maps))
         return {
             'name': spec.name, 'slot': slot, 'gen': gen, 'origin': spec.origin, 'source': spec.source,
             'cflags': spec.cflags, 'config': spec.config, 'source_hash': _compile.sha256(spec.source),
             'spec_hash': spec.hash(self.mode, self.files), 'prog_id': prog.info['id'], 'tag': prog.info['tag'],
-            'maps': prog.layouts(), 'metrics': prog.metrics, 'config_maps': prog.config_maps,
+            'maps': prog.layouts(), 'metrics': prog.metrics, 'config_maps': prog.config_maps, 'twin': twin,
             '_fd': _bpf.obj_get(self.paths.prog_pin(spec.name, gen)),
         }
 
     def _replace_record(self, old, new):
         self.live[self.live.index(old)] = new
         self._close(old)
-        if not old.get('lost'):
-            _state.remove_tree(self.paths.gen_dir(old['name'], old['gen']))
+        _state.remove_tree(self.paths.gen_dir(old['name'], old['gen']))
 
     def _point(self, pred, target):
         """The one atomic step: make pred (None: the hook) lead to target (None: nothing)."""
@@ -452,14 +459,16 @@ class Chain:
         return fd
 
     def _save(self):
-        if not self.live:
+        if not self.live and not self.detached:
             _state.delete_state(self.paths.state_file)
             return
         data = {
             'version': STATE_VERSION, 'netns': self.netns.spec, 'netns_id': self.netns.inode,
             'interface': self.interface, 'ifindex': self.ifindex, 'hook': self.hook, 'mode': self.mode,
             'xdp_mode': self.xdp_mode,
-            'probes': [dict((k, v) for k, v in r.items() if not k.startswith('_') and k != 'lost') for r in self.live],
+            # a probe still detached after a failed move is saved too: the next run relinks it
+            'probes': [dict((k, v) for k, v in r.items() if not k.startswith('_') and k != 'lost')
+                       for r in self.live + self.detached],
         }
         _state.save_state(self.paths.state_file, data)
 

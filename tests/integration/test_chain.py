@@ -180,11 +180,8 @@ def test_reorder_moves_without_recompiling(lab):
 def test_second_identical_run_changes_and_compiles_nothing(lab):
     probes = [dict(COUNTER, name='a'), dict(DROP, name='b')]
     chain(lab, 'tc', 'egress', probes)
-    started = time.time()
     again = chain(lab, 'tc', 'egress', probes)
-    elapsed = time.time() - started
     assert again['changed'] is False and again['compiled'] == [] and again['drift'] == []
-    assert elapsed < 5, 'an unchanged rerun must not compile (took %.1fs)' % elapsed
     single = run_module('ebpf_probe', dict(target(lab, 'tc', 'egress'), name='a', **COUNTER))
     assert single['changed'] is False and single['compiled'] == []
 
