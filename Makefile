@@ -3,7 +3,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup lab lab-down test unit integration
+.PHONY: setup lab lab-down test unit integration bench
 
 setup:
 	tools/setup.sh
@@ -22,3 +22,7 @@ integration: setup
 
 test: setup
 	pytest -q tests/unit tests/integration
+
+bench: setup
+	python benchmarks/chain_cost.py
+	python benchmarks/rerun_cost.py --profile
