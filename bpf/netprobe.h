@@ -14,7 +14,7 @@
  *         struct np_packet pkt;
  *         if (np_parse(ctx, &pkt) < 0)
  *             return NP_PASS;
- *         np_count(&packets, 0, 1);
+ *         packets.increment(0);
  *         return pkt.l4_proto == IPPROTO_ICMP ? NP_DROP : NP_PASS;
  *     }
  *
@@ -151,15 +151,6 @@ static __always_inline int np_parse(np_ctx_t *ctx, struct np_packet *pkt)
 	}
 	return 0;
 }
-
-/* Add to a counter in an array or per-CPU array map. */
-#define np_count(map, index, amount)                                           \
-	({                                                                     \
-		int __np_k = (index);                                          \
-		__u64 *__np_v = (map)->lookup(&__np_k);                        \
-		if (__np_v)                                                    \
-			__sync_fetch_and_add(__np_v, (amount));                \
-	})
 
 /*
  * Per-packet metadata shared by the probes of one chain: what a probe writes

@@ -5,7 +5,7 @@
 struct proto_key {
 	__u16 l3_proto;
 	__u8 l4_proto;
-	__u8 pad;
+	__u8 __pad;
 };
 
 struct traffic {

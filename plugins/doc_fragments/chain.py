@@ -84,6 +84,8 @@ options:
     default: []
   config:
     description:
-      - Configuration of the probe, stored with the chain state.
+      - Configuration of a bundled probe (rules, prefixes, rates), as documented in C(docs/probes/<name>.md).
+      - It is validated before anything changes, and a change is applied as map updates without recompiling
+        (the program id stays). Probes of your own take settings as O(cflags) instead.
     type: dict
 '''

@@ -60,7 +60,9 @@ options:
         elements: str
         default: []
       config:
-        description: Configuration of the probe, stored with the chain state.
+        description:
+          - Configuration of a bundled probe, as documented in C(docs/probes/<name>.md); validated before
+            anything changes and applied as map updates without recompiling.
         type: dict
   purge:
     description:

@@ -42,7 +42,8 @@ def test_changed_cflags_recompile():
 
 def test_config_only_change_does_not_compile():
     chain = make_chain(['a'])
-    plan = chain.plan([_chain.ProbeSpec('a', 'src-a', 'inline', config={'k': 1})])
+    chain.live[0]['origin'] = 'bundled:rate_limiter'
+    plan = chain.plan([_chain.ProbeSpec('a', 'src-a', 'bundled:rate_limiter', config={'rate': 10})])
     assert plan['compile'] == [] and [s.name for s in plan['configure']] == ['a']
 
 
