@@ -68,16 +68,20 @@ def make_map(kind, entries):
     return fd
 
 
-def timed(fn, rounds):
-    """Median wall time and median CPU time (this thread, user + system) of rounds calls.
-    On a shared machine the CPU time is the figure that does not depend on the other jobs."""
-    wall, cpu = [], []
+def timed(calls, rounds):
+    """Median wall and CPU time (this thread, user + system) of each of calls {name: fn}, over rounds
+    rounds that run every call once, interleaved, so a busy moment of the machine hits all alike.
+    On a shared machine the CPU time is the figure that depends least on the other jobs."""
+    samples = dict((name, ([], [])) for name in calls)
+    results = {}
     for _round in range(rounds):
-        w, c = time.perf_counter(), time.thread_time()
-        result = fn()
-        cpu.append(time.thread_time() - c)
-        wall.append(time.perf_counter() - w)
-    return (statistics.median(wall), statistics.median(cpu)), result
+        for name, fn in calls.items():
+            results[name] = None  # freeing the previous result is not part of a read
+            w, c = time.perf_counter(), time.thread_time()
+            results[name] = fn()
+            samples[name][1].append(time.thread_time() - c)
+            samples[name][0].append(time.perf_counter() - w)
+    return dict((name, (statistics.median(w), statistics.median(c))) for name, (w, c) in samples.items()), results
 
 
 def bench(kind, entries, rounds, pin_dir):
@@ -88,14 +92,18 @@ def bench(kind, entries, rounds, pin_dir):
     layout = {'key_desc': KEY_DESC, 'leaf_desc': VALUE_DESC}
     out = {'map': kind, 'entries': entries}
     with _metrics.PinnedMap(path, layout) as pm:
+        calls = {}
         for method in ('batch', 'iterate'):
-            kernel, raw = timed(lambda: pm.read_raw(method=method), rounds)
-            assert raw[2] == entries and raw[3] == method, (raw[2], raw[3])
-            total, (decoded, _used) = timed(lambda: pm.read(method=method), rounds)
-            assert len(decoded) == entries
-            out[method] = {'read_wall_s': round(kernel[0], 4), 'read_cpu_s': round(kernel[1], 4),
-                           'total_wall_s': round(total[0], 4), 'total_cpu_s': round(total[1], 4)}
-        out['sample'] = sorted(decoded, key=lambda e: e['value']['packets'])[0]
+            calls[method + ' read'] = lambda method=method: pm.read_raw(method=method)
+            calls[method] = lambda method=method: pm.read(method=method)
+        times, results = timed(calls, rounds)
+        for method in ('batch', 'iterate'):
+            raw, (decoded, used) = results[method + ' read'], results[method]
+            assert raw[2] == entries and raw[3] == method and used == method and len(decoded) == entries
+            out[method] = {'read_wall_s': round(times[method + ' read'][0], 4),
+                           'read_cpu_s': round(times[method + ' read'][1], 4),
+                           'total_wall_s': round(times[method][0], 4), 'total_cpu_s': round(times[method][1], 4)}
+        out['sample'] = sorted(results['batch'][0], key=lambda e: e['value']['packets'])[0]
     out['speedup_cpu'] = round(out['iterate']['total_cpu_s'] / out['batch']['total_cpu_s'], 1)
     out['speedup_wall'] = round(out['iterate']['total_wall_s'] / out['batch']['total_wall_s'], 1)
     return out
@@ -104,7 +112,7 @@ def bench(kind, entries, rounds, pin_dir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--entries', type=int, default=65536)
-    parser.add_argument('--rounds', type=int, default=5)
+    parser.add_argument('--rounds', type=int, default=15)
     parser.add_argument('--json', help='write the results here too')
     args = parser.parse_args()
     pin_dir = '/sys/fs/bpf/netprobe-bench-%d' % os.getpid()

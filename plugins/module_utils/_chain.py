@@ -362,8 +362,8 @@ class Chain:
         gen = (old['gen'] + 1) if old else 1
         _config.apply(spec.name, spec.origin, spec.config, prog.maps)  # configured before anything leads to it
         prog.pin(self.paths.prog_pin(spec.name, gen), lambda m: self.paths.map_pin(spec.name, gen, m))
-        twin = _swap.pin_twin(self.paths, spec, gen, prog, lambda maps: _config.apply(spec.name, spec.origin,
-                                                                                     spec.config, maps))
+        twin = _swap.pin_twin(self.paths, spec, gen, prog,
+                              lambda maps: _config.apply(spec.name, spec.origin, spec.config, maps))
         return {
             'name': spec.name, 'slot': slot, 'gen': gen, 'origin': spec.origin, 'source': spec.source,
             'cflags': spec.cflags, 'config': spec.config, 'source_hash': _compile.sha256(spec.source),

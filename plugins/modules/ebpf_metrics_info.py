@@ -1,0 +1,156 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: netprobe.ebpf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: ebpf_metrics_info
+short_description: Read eBPF probe metrics, with reset-after-read, swap reads and Prometheus export
+version_added: 0.1.0
+description:
+  - Returns the metric maps of the probes (maps declared with C(NP_METRIC(map, NP_EXPORT))) as ordinary result
+    keys, decoded the same way as M(netprobe.ebpf.ebpf_facts) does.
+  - With O(consume=true) the declared read semantics apply. A map declared C(NP_EMPTY) is reset after the
+    read, so the next read shows only new traffic. A probe with a map declared C(NP_SWAP) is flipped to its
+    twin copy with one atomic write to the link that leads to it now, and its former copy, which no packet
+    reaches any more, is read and cleared. Successive swap reads add up to exactly the traffic seen, even while
+    traffic flows and after probes before it were removed or inserted.
+  - Without O(consume), nothing is reset and the module changes nothing (like M(netprobe.ebpf.ebpf_facts)).
+  - Optionally writes the metrics, and the chains, in the Prometheus text format for node_exporter's textfile
+    collector, replacing the file atomically. Names and labels are in C(docs/metrics.md).
+author:
+  - netprobe.ebpf contributors (@netprobe)
+attributes:
+  check_mode:
+    support: full
+    description: Reads the real metrics; resets, swaps and the file write are skipped and reported as changes.
+  diff_mode:
+    support: none
+    description: Results are metrics, not a before and after.
+  platform:
+    support: full
+    platforms: posix
+    description: Linux targets with eBPF, as root.
+options:
+  consume:
+    description:
+      - Apply the maps' read semantics, reset (C(NP_EMPTY)) and swap (C(NP_SWAP)). The result is then
+        C(changed).
+      - Reads with O(consume=true) are the ones to add up over time; use one reader per host, or the readers
+        share the traffic between them.
+    type: bool
+    default: false
+  prometheus_textfile:
+    description:
+      - Write the metrics, and chain and probe state, to this file in the Prometheus text format (a
+        temporary file in the same directory, then a rename). node_exporter's textfile collector reads
+        files ending in C(.prom) from its C(--collector.textfile.directory).
+    type: path
+  interfaces:
+    description: Only chains on these interfaces.
+    type: list
+    elements: str
+  netns:
+    description: Only chains in these network namespaces (name, path, C(host), or inode number).
+    type: list
+    elements: str
+  probes:
+    description: Only these probes.
+    type: list
+    elements: str
+  per_cpu:
+    description: Add the per-CPU breakdown to entries of per-CPU maps.
+    type: bool
+    default: false
+  top:
+    description: For maps declared C(NP_SORTED), the N largest entries only; C(0) for all.
+    type: int
+    default: 10
+  sort_by:
+    description: For maps declared C(NP_SORTED), the value field to sort by (dotted path).
+    type: str
+requirements:
+  - pyroute2 >= 0.9 (for swap reads and chain state)
+seealso:
+  - module: netprobe.ebpf.ebpf_facts
+'''
+
+EXAMPLES = r'''
+- name: Read and reset the counters of the probes on eth0, every run shows the traffic since the last one
+  netprobe.ebpf.ebpf_metrics_info:
+    interfaces: [eth0]
+    consume: true
+  register: traffic
+
+- name: Export for node_exporter
+  netprobe.ebpf.ebpf_metrics_info:
+    prometheus_textfile: /var/lib/node_exporter/textfile_collector/netprobe.prom
+
+- name: The ten largest talkers
+  netprobe.ebpf.ebpf_metrics_info:
+    probes: [talkers]
+    top: 10
+    sort_by: bytes
+'''
+
+RETURN = r'''
+metrics:
+  description:
+    - One entry per exported metric map, as in the C(metrics) of M(netprobe.ebpf.ebpf_facts), where C(read) says
+      how it was read, C(peek) (nothing changed), C(reset) (read then emptied) or C(swap) (the quiescent copy,
+      read then emptied).
+  returned: always
+  type: list
+  elements: dict
+chains:
+  description: The chains read, as in M(netprobe.ebpf.ebpf_facts), when O(prometheus_textfile) is set.
+  returned: when O(prometheus_textfile) is set
+  type: list
+  elements: dict
+prometheus_textfile:
+  description: The file written.
+  returned: when O(prometheus_textfile) is set
+  type: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _facts, _metrics, _module
+
+
+def main():
+    argument_spec = dict(
+        consume=dict(type='bool', default=False),
+        prometheus_textfile=dict(type='path'),
+    )
+    argument_spec.update(_facts.GATHER_ARGS)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+
+    def body():
+        params = module.params
+        consume = params['consume'] and not module.check_mode
+        subsets = ['metrics'] + (['chains'] if params['prometheus_textfile'] else [])
+        warnings = []
+        gathered = _facts.gather(_facts.Filters(params), subsets, consume=consume, warnings=warnings)
+        result = dict(changed=False, metrics=gathered['metrics'])
+        if params['consume']:
+            would_reset = any(set(m['features']) & set(['empty', 'swap']) for m in gathered['metrics'])
+            result['changed'] = _facts.changed_by(gathered['metrics']) if consume else would_reset
+        path = params['prometheus_textfile']
+        if path:
+            result.update(chains=gathered['chains'], prometheus_textfile=path, changed=True)
+            if not module.check_mode:
+                _metrics.write_textfile(path, _metrics.prometheus_text(gathered['chains'], gathered['metrics']))
+        for w in warnings:
+            module.warn(w)
+        return result
+
+    _module.run(module, body)
+
+
+if __name__ == '__main__':
+    main()
