@@ -152,6 +152,27 @@ static __always_inline int np_parse(np_ctx_t *ctx, struct np_packet *pkt)
 	return 0;
 }
 
+/* An IPv4 or IPv6 address in 16 bytes (IPv4 mapped as ::ffff:a.b.c.d), for maps keyed by either. */
+struct np_addr {
+	__u8 addr[16];
+};
+
+/* The packet's source (dst = 0) or destination (dst = 1) address. Returns -1 when not IP. */
+static __always_inline int np_addr_of(struct np_packet *pkt, int dst, struct np_addr *out)
+{
+	if (pkt->ip4) {
+		__builtin_memset(out->addr, 0, 10);
+		out->addr[10] = out->addr[11] = 0xff;
+		__builtin_memcpy(&out->addr[12], dst ? &pkt->ip4->daddr : &pkt->ip4->saddr, 4);
+		return 0;
+	}
+	if (pkt->ip6) {
+		__builtin_memcpy(out->addr, dst ? &pkt->ip6->daddr : &pkt->ip6->saddr, 16);
+		return 0;
+	}
+	return -1;
+}
+
 /*
  * Per-packet metadata shared by the probes of one chain: what a probe writes
  * is read by the probes after it, for the same packet only. The engine clears

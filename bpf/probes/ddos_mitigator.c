@@ -14,10 +14,6 @@
 #define DM_MAX_SOURCES 65536
 #define DM_SECOND 1000000000ULL
 
-struct dm_addr {
-	__u8 addr[16];
-};
-
 struct dm_prefix {
 	__u32 prefixlen;
 	__u8 addr[16];
@@ -44,33 +40,15 @@ NP_CONFIG(blocklist1);
 NP_CONFIG(settings);
 NP_CONFIG(active);
 
-BPF_TABLE("lru_hash", struct dm_addr, struct dm_source, sources, DM_MAX_SOURCES);
+BPF_TABLE("lru_hash", struct np_addr, struct dm_source, sources, DM_MAX_SOURCES);
 
 /* packets dropped per blocklisted prefix, and per source while it is auto-blocked */
 BPF_PERCPU_HASH(dropped, struct dm_prefix, __u64, 2 * DM_MAX_PREFIXES);
-BPF_TABLE("lru_percpu_hash", struct dm_addr, __u64, auto_dropped, DM_MAX_SOURCES);
+BPF_TABLE("lru_percpu_hash", struct np_addr, __u64, auto_dropped, DM_MAX_SOURCES);
 NP_METRIC(dropped, NP_EXPORT);
 NP_METRIC(auto_dropped, NP_EXPORT);
 
-static __always_inline int dm_source_addr(struct np_packet *pkt, struct dm_addr *src)
-{
-	struct iphdr *ip4 = pkt->ip4;
-	struct ipv6hdr *ip6 = pkt->ip6;
-
-	if (ip4) {
-		__builtin_memset(src->addr, 0, 10);
-		src->addr[10] = src->addr[11] = 0xff;
-		__builtin_memcpy(&src->addr[12], &ip4->saddr, 4);
-		return 0;
-	}
-	if (ip6) {
-		__builtin_memcpy(src->addr, &ip6->saddr, 16);
-		return 0;
-	}
-	return -1;
-}
-
-static __always_inline int dm_auto_dropped(struct dm_addr *src)
+static __always_inline int dm_auto_dropped(struct np_addr *src)
 {
 	__u64 one = 1, *n = auto_dropped.lookup(src);
 
@@ -88,12 +66,12 @@ NP_PROBE(ctx)
 	struct dm_prefix *hit;
 	struct dm_settings *s;
 	struct dm_source *st;
-	struct dm_addr src;
+	struct np_addr src;
 	__u32 zero = 0, which;
 	__u32 *act;
 	__u64 now;
 
-	if (np_parse(ctx, &pkt) < 0 || dm_source_addr(&pkt, &src) < 0)
+	if (np_parse(ctx, &pkt) < 0 || np_addr_of(&pkt, 0, &src) < 0)
 		return NP_PASS;
 	act = active.lookup(&zero);
 	which = act ? (*act & 1) : 0;

@@ -12,10 +12,6 @@
 #define RL_MAX_SOURCES 65536
 #define RL_UNIT 1000000000ULL
 
-struct rl_addr {
-	__u8 addr[16];
-};
-
 struct rl_settings {
 	__u64 rate;        /* tokens per second; 0: no limit */
 	__u64 capacity;    /* burst x RL_UNIT */
@@ -39,29 +35,11 @@ BPF_ARRAY(active, __u32, 1);
 NP_CONFIG(settings);
 NP_CONFIG(active);
 
-BPF_TABLE("lru_hash", struct rl_addr, struct rl_bucket, buckets, RL_MAX_SOURCES);
+BPF_TABLE("lru_hash", struct np_addr, struct rl_bucket, buckets, RL_MAX_SOURCES);
 BPF_ARRAY(global_bucket, struct rl_bucket, 1);
 
 BPF_PERCPU_ARRAY(verdicts, struct rl_verdicts, 1);
 NP_METRIC(verdicts, NP_EXPORT);
-
-static __always_inline int rl_source_addr(struct np_packet *pkt, struct rl_addr *src)
-{
-	struct iphdr *ip4 = pkt->ip4;
-	struct ipv6hdr *ip6 = pkt->ip6;
-
-	if (ip4) {
-		__builtin_memset(src->addr, 0, 10);
-		src->addr[10] = src->addr[11] = 0xff;
-		__builtin_memcpy(&src->addr[12], &ip4->saddr, 4);
-		return 0;
-	}
-	if (ip6) {
-		__builtin_memcpy(src->addr, &ip6->saddr, 16);
-		return 0;
-	}
-	return -1;
-}
 
 /* Take cost tokens from b after refilling it; 1 when there were enough. */
 static __always_inline int rl_take(struct rl_bucket *b, struct rl_settings *s, __u64 cost, __u64 now)
@@ -92,13 +70,13 @@ NP_PROBE(ctx)
 	struct rl_settings *s;
 	struct rl_bucket *b;
 	struct rl_verdicts *v;
-	struct rl_addr src;
+	struct np_addr src;
 	__u32 zero = 0, which;
 	__u32 *act;
 	__u64 now, cost;
 	int ok;
 
-	if (np_parse(ctx, &pkt) < 0 || rl_source_addr(&pkt, &src) < 0)
+	if (np_parse(ctx, &pkt) < 0 || np_addr_of(&pkt, 0, &src) < 0)
 		return NP_PASS;
 	act = active.lookup(&zero);
 	which = act ? (*act & 1) : 0;
