@@ -1,0 +1,232 @@
+# -*- coding: utf-8 -*-
+"""playbooks/deploy.yml (roles prereqs + chain) against a test lab: real chains, real traffic.
+
+The chain role's promises: a rerun changes nothing; moving or changing one probe edits only that
+probe; purge removes exactly the chains the role deployed and no longer declares; wrong variables
+fail before anything on the host changes.
+"""
+
+import json
+import os
+import re
+import subprocess
+
+from lab import BIN, REPO, ansible_env, run_module
+
+DEPLOY = 'playbooks/deploy.yml'
+COUNTER = {'probe': 'counter'}
+DROP_UDP_PORT = '''#include "netprobe.h"
+NP_PROBE(ctx)
+{
+    struct np_packet pkt;
+    np_parse(ctx, &pkt);
+    return (pkt.udp && pkt.dport == DROP_PORT) ? NP_DROP : NP_PASS;
+}
+'''
+
+
+def probe(name, **code):
+    return dict(name=name, **(code or COUNTER))
+
+
+def drop(name, port):
+    return probe(name, source=DROP_UDP_PORT, cflags=['-DDROP_PORT=%d' % port])
+
+
+RESULT = re.compile(r'^(?:TASK \[(?:[^\]]*? : )?(?P<task>.*)\] \**$'
+                    r'|(?P<status>ok|changed|fatal|failed|skipping): \[localhost\](?:: FAILED!)?(?:(?: =>)? \(item=.*?\))? => )',
+                    re.M)
+
+
+def run_playbook(playbook, extra_vars):
+    """ansible-playbook -v; returns (rc, {'tasks': [(task, [(status, result)])], 'stats': recap})."""
+    proc = subprocess.run([os.path.join(BIN, 'ansible-playbook'), '-v', playbook, '-e', json.dumps(extra_vars)],
+                          cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=False)
+    tasks, decoder = [], json.JSONDecoder()
+    for m in RESULT.finditer(proc.stdout):
+        if m.group('task') is not None:
+            tasks.append((m.group('task'), []))
+        elif tasks:
+            result = decoder.raw_decode(proc.stdout[m.end():])[0] if proc.stdout[m.end():].startswith('{') else {}
+            tasks[-1][1].append((m.group('status'), result))
+    stats = {}
+    for line in proc.stdout.split('PLAY RECAP')[-1].splitlines():
+        if ' : ' in line and 'ok=' in line:
+            host, counts = line.split(' : ', 1)
+            stats[host.strip()] = dict((k, int(v)) for k, v in (kv.split('=') for kv in counts.split()))
+    if not stats:
+        raise AssertionError('ansible-playbook did not run (rc %d):\n%s\n%s'
+                             % (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:]))
+    return proc.returncode, {'tasks': tasks, 'stats': stats, 'output': proc.stdout}
+
+
+def deploy(record, interfaces, purge=False):
+    return run_playbook(DEPLOY, {'chain_interfaces': interfaces, 'chain_record_path': str(record),
+                                 'chain_purge': purge})
+
+
+def chain_state(lab, ns, ifname, name):
+    """[(probe, prog_id)] from the engine's metadata, or None when the chain does not exist."""
+    path = '/run/netprobe/chains/%d/%s/%s.json' % (lab.netns_inode(ns), ifname, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return [(p['name'], p['prog_id']) for p in json.load(f)['probes']]
+
+
+def names(chain):
+    return [name for name, _prog_id in chain]
+
+
+def failed_task(out):
+    """(task name, message) of the first failure, or (None, None)."""
+    for name, results in out['tasks']:
+        for status, result in results:
+            if status in ('fatal', 'failed'):
+                return name, result.get('msg', '')
+    return None, None
+
+
+def chain_results(out):
+    """{chain key: module result} of the role's converge task."""
+    for name, results in out['tasks']:
+        if name == 'Converge the declared chains':
+            return dict((r['item']['key'], r) for _status, r in results)
+    raise AssertionError('the converge task did not run')
+
+
+def lab_chains(lab, ingress, egress=None):
+    chains = [{'hook': 'ingress', 'mode': 'xdp', 'probes': ingress}]
+    if egress:
+        chains.append({'hook': 'egress', 'mode': 'tc', 'probes': egress})
+    return [{'interface': lab.if_b, 'netns': lab.ns_b, 'chains': chains}]
+
+
+def test_deploy_rerun_and_edit_one_probe(lab, tmp_path):
+    record = tmp_path / 'chains.json'
+    ingress = [probe('seen'), drop('drop', 9), probe('passed')]
+    rc, out = deploy(record, lab_chains(lab, ingress, [probe('sent')]))
+    assert rc == 0, failed_task(out)
+    first = chain_state(lab, lab.ns_b, lab.if_b, 'xdp-ingress')
+    assert names(first) == ['seen', 'drop', 'passed']
+    sent = chain_state(lab, lab.ns_b, lab.if_b, 'tc-egress')
+    assert names(sent) == ['sent']
+
+    # the kernel does what the chain says: UDP to port 9 dropped, other ports pass
+    kept, dropped = lab.receiver(7000), lab.receiver(9)
+    lab.send_udp(5, 7000)
+    lab.send_udp(4, 9)
+    assert kept.count() == 5
+    assert dropped.count() == 0
+
+    # a rerun changes nothing at all (the role is idempotent, nothing compiles)
+    rc, out = deploy(record, lab_chains(lab, ingress, [probe('sent')]))
+    assert rc == 0, failed_task(out)
+    assert out['stats']['localhost']['changed'] == 0
+    assert chain_state(lab, lab.ns_b, lab.if_b, 'xdp-ingress') == first
+
+    # moving one probe relinks it: no compile, every program id stays
+    moved = [probe('passed'), probe('seen'), drop('drop', 9)]
+    rc, out = deploy(record, lab_chains(lab, moved, [probe('sent')]))
+    assert rc == 0, failed_task(out)
+    results = chain_results(out)
+    assert results['%s|%s|ingress|xdp' % (lab.ns_b, lab.if_b)]['changed']
+    assert results['%s|%s|ingress|xdp' % (lab.ns_b, lab.if_b)]['compiled'] == []
+    assert not results['%s|%s|egress|tc' % (lab.ns_b, lab.if_b)]['changed']
+    after_move = chain_state(lab, lab.ns_b, lab.if_b, 'xdp-ingress')
+    assert names(after_move) == ['passed', 'seen', 'drop']
+    assert dict(after_move) == dict(first)
+
+    # changing one probe's build configuration recompiles that probe only
+    changed = [probe('passed'), probe('seen'), drop('drop', 10)]
+    rc, out = deploy(record, lab_chains(lab, changed, [probe('sent')]))
+    assert rc == 0, failed_task(out)
+    assert chain_results(out)['%s|%s|ingress|xdp' % (lab.ns_b, lab.if_b)]['compiled'] == ['drop']
+    after_change = dict(chain_state(lab, lab.ns_b, lab.if_b, 'xdp-ingress'))
+    assert after_change['drop'] != dict(first)['drop']
+    assert after_change['seen'] == dict(first)['seen'] and after_change['passed'] == dict(first)['passed']
+    assert chain_state(lab, lab.ns_b, lab.if_b, 'tc-egress') == sent
+    port10 = lab.receiver(10)
+    lab.send_udp(3, 9)
+    lab.send_udp(3, 10)
+    assert dropped.count() == 3
+    assert port10.count() == 0
+
+
+def test_purge_removes_exactly_the_undeclared_chains(lab, tmp_path):
+    record = tmp_path / 'chains.json'
+    both = [
+        {'interface': lab.if_b, 'netns': lab.ns_b, 'chains': [{'hook': 'ingress', 'probes': [probe('b-in')]}]},
+        {'interface': lab.if_a, 'netns': lab.ns_a, 'chains': [{'hook': 'egress', 'probes': [probe('a-out')]}]},
+    ]
+    rc, out = deploy(record, both)
+    assert rc == 0, failed_task(out)
+    b_in = chain_state(lab, lab.ns_b, lab.if_b, 'xdp-ingress')
+    assert chain_state(lab, lab.ns_a, lab.if_a, 'tc-egress') is not None
+    # a chain the role does not manage, on the interface about to be dropped from the variables
+    result = run_module('ebpf_chain', {'interface': lab.if_a, 'netns': lab.ns_a,
+                                       'probes': [{'name': 'adhoc', 'probe': 'counter'}]})
+    assert result.get('changed'), result
+    adhoc = chain_state(lab, lab.ns_a, lab.if_a, 'xdp-ingress')
+
+    # without purge, an interface left out of the variables keeps its chains
+    rc, out = deploy(record, both[:1])
+    assert rc == 0, failed_task(out)
+    assert chain_state(lab, lab.ns_a, lab.if_a, 'tc-egress') is not None
+
+    # with purge, exactly the role's chain on that interface goes; everything else stays as it was
+    rc, out = deploy(record, both[:1], purge=True)
+    assert rc == 0, failed_task(out)
+    assert chain_state(lab, lab.ns_a, lab.if_a, 'tc-egress') is None
+    assert not os.path.exists('/sys/fs/bpf/netprobe/%d/%s/tc-egress' % (lab.netns_inode(lab.ns_a), lab.if_a))
+    assert chain_state(lab, lab.ns_a, lab.if_a, 'xdp-ingress') == adhoc
+    assert chain_state(lab, lab.ns_b, lab.if_b, 'xdp-ingress') == b_in
+    with open(str(record)) as f:
+        assert [c['key'] for c in json.load(f)['chains']] == ['%s|%s|ingress|xdp' % (lab.ns_b, lab.if_b)]
+
+    # a purge run with the same variables changes nothing
+    rc, out = deploy(record, both[:1], purge=True)
+    assert rc == 0, failed_task(out)
+    assert out['stats']['localhost']['changed'] == 0
+
+
+def test_wrong_variables_fail_before_anything_changes(lab, tmp_path):
+    record = tmp_path / 'chains.json'
+    good = lab_chains(lab, [probe('seen')])
+    rc, out = deploy(record, good)
+    assert rc == 0, failed_task(out)
+    before = chain_state(lab, lab.ns_b, lab.if_b, 'xdp-ingress')
+    record_before = record.read_text()
+
+    def iface(chains, **extra):
+        return dict({'interface': lab.if_b, 'netns': lab.ns_b, 'chains': chains}, **extra)
+
+    # each wrong declaration comes with a valid change to the good chain, which must not happen either
+    grown = iface([{'hook': 'ingress', 'probes': [probe('seen'), probe('more')]}])
+    cases = [
+        ('unknown bundled probe', [grown, iface([{'hook': 'egress', 'probes': [probe('x', probe='nope')]}])],
+         'Unknown bundled probes nope'),
+        ('XDP on egress', [grown, iface([{'hook': 'egress', 'mode': 'xdp', 'probes': [probe('x')]}])],
+         'XDP runs on ingress only'),
+        ('hook not a hook', [iface([{'hook': 'sideways', 'probes': [probe('x')]}])],
+         'value of hook must be one of: ingress, egress'),
+        ('no interface', [grown, {'netns': lab.ns_b, 'chains': [{'probes': [probe('x')]}]}],
+         'missing required arguments: interface'),
+        ('probe without code', [iface([{'probes': [{'name': 'x'}]}])], 'one of the following is required: probe'),
+        ('unknown key', [iface([{'probes': [probe('x', probe='counter', colour='red')]}])], 'colour'),
+        ('same hook twice', [grown, iface([{'probes': [probe('x')]}])], 'declared more than once'),
+        ('interface not on the host', [grown, iface([{'hook': 'egress', 'probes': [probe('x')]}], interface='nosuch0')],
+         'nosuch0'),
+    ]
+    for label, interfaces, message in cases:
+        rc, out = deploy(record, interfaces)
+        task, msg = failed_task(out)
+        assert rc != 0, label
+        assert message in msg, (label, task, msg)
+        if label == 'interface not on the host':
+            assert task.startswith('Plan every declared chain'), (label, task)
+        else:
+            assert 'Validating arguments' in task or task.startswith('Check'), (label, task)
+        assert chain_state(lab, lab.ns_b, lab.if_b, 'xdp-ingress') == before, label
+        assert chain_state(lab, lab.ns_b, lab.if_b, 'tc-egress') is None, label
+        assert record.read_text() == record_before, label
