@@ -2,8 +2,10 @@
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# molecule scenarios live in molecule/ at the top (molecule 25.9+ would look in extensions/molecule/)
+export MOLECULE_GLOB := molecule/*/molecule.yml
 
-.PHONY: setup lab lab-down test unit integration bench
+.PHONY: setup lab lab-down test unit integration sanity lint molecule matrix bench
 
 setup:
 	tools/setup.sh
@@ -20,8 +22,22 @@ unit: setup
 integration: setup
 	pytest -q tests/integration
 
+sanity: setup
+	tools/sanity.sh
+
+# --offline: otherwise ansible-lint installs the collection through ansible-galaxy first
+lint: setup
+	ansible-lint --offline --profile production roles/ playbooks/ molecule/default
+
+molecule: setup
+	molecule test -s default
+
 test: setup
 	pytest -q tests/unit tests/integration
+	$(MAKE) --no-print-directory sanity lint molecule
+
+matrix: setup
+	tools/kernel-matrix/run.sh
 
 bench: setup
 	python benchmarks/chain_cost.py
