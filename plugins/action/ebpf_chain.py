@@ -7,20 +7,16 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
 
-from ansible_collections.netprobe.ebpf.plugins.plugin_utils._sources import bpf_files, resolve_code
+from ansible_collections.netprobe.ebpf.plugins.plugin_utils._sources import ProbeAction, resolve_code
 
 
-class ActionModule(ActionBase):
+class ActionModule(ProbeAction):
     """Reads each probe's code and bpf/ on the controller, then runs the module on the target."""
 
-    _supports_check_mode = True
-    _supports_async = False
+    module_name = 'netprobe.ebpf.ebpf_chain'
 
-    def run(self, tmp=None, task_vars=None):
-        result = super(ActionModule, self).run(tmp, task_vars)
-        args = dict(self._task.args)
+    def resolve(self, args):
         probes = args.get('probes') or []
         if not isinstance(probes, list):
             raise AnsibleActionFail('probes must be a list of probes, each with a name and its code')
@@ -30,7 +26,3 @@ class ActionModule(ActionBase):
                 raise AnsibleActionFail('probes[%d] must be a dict with name and one of source, src, probe' % index)
             resolved.append(resolve_code(self, dict(probe), 'probes[%d] (%s)' % (index, probe.get('name'))))
         args['probes'] = resolved
-        args['_netprobe_files'] = bpf_files()
-        result.update(self._execute_module(module_name='netprobe.ebpf.ebpf_chain', module_args=args,
-                                           task_vars=task_vars))
-        return result

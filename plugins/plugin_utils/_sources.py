@@ -15,6 +15,7 @@ import os
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
+from ansible.plugins.action import ActionBase
 
 from ansible_collections.netprobe.ebpf.plugins.module_utils._compile import HEADER_FILES
 
@@ -54,3 +55,22 @@ def resolve_code(action, spec, where):
                                     % (where, spec['probe'], ', '.join(available)))
         spec['source'] = _read(os.path.join(PROBES_DIR, spec['probe'] + '.c'))
     return spec
+
+
+class ProbeAction(ActionBase):
+    """Base of the action plugins: resolve the probes' code on the controller, then run the module."""
+
+    _supports_check_mode = True
+    _supports_async = False
+    module_name = None
+
+    def resolve(self, args):
+        raise NotImplementedError
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ProbeAction, self).run(tmp, task_vars)
+        args = dict(self._task.args)
+        self.resolve(args)
+        args['_netprobe_files'] = bpf_files()
+        result.update(self._execute_module(module_name=self.module_name, module_args=args, task_vars=task_vars))
+        return result
