@@ -1,0 +1,18 @@
+# shellcheck shell=bash disable=SC2034
+# Shared settings of the kernel-matrix scripts (sourced; the variables are used by the scripts that source it).
+KM_TOOLS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+KM_REPO="$(cd "$KM_TOOLS/../.." && pwd)"
+KM_CACHE="${KM_CACHE:-$KM_REPO/.cache/kernel-matrix}"
+KM_VENV="$KM_CACHE/venv"
+KM_NETNS="${KM_NETNS:-kmx-vmlab}"
+KM_RUN="$KM_CACHE/run"
+KM_BOX_NAME="netprobe/kernel-matrix"
+# Kernels of the matrix: short name -> Debian package ABI name, resolved from the archive at build time
+KM_ALL_KERNELS="5.10 6.1 6.12"
+mkdir -p "$KM_CACHE"
+log() { printf '[kernel-matrix %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+# Private apt configuration (Debian archive, several suites) that leaves /etc/apt untouched
+km_apt_env() { export APT_CONFIG="$KM_CACHE/apt/apt.conf"; }
+# Vagrant/ansible state stays under the cache
+export VAGRANT_HOME="$KM_CACHE/vagrant.d" XDG_CACHE_HOME="$KM_CACHE/xdg" VAGRANT_DEFAULT_PROVIDER=libvirt
+export VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_NO_PLUGINS_INSTALL=1 LIBVIRT_DEFAULT_URI=qemu:///system
