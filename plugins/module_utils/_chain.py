@@ -115,7 +115,7 @@ class Chain:
                     self.drift.append('xdp_mode changes from %s to %s: head reattached' % (attached_mode, self.xdp_mode))
                     self.reattach = True
             else:
-                self.head_id, _foreign = _netlink.tc_query(self.ipr, self.ifindex, self.hook)
+                self.head_id = _netlink.tc_query(self.ipr, self.ifindex, self.hook)
         if not self.state:
             if os.path.isdir(self.paths.pin_dir):
                 self.drift.append('pins without metadata (left by a crashed or older run): rebuilt')

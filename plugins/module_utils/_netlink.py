@@ -146,14 +146,8 @@ def _is_ours(tc_filter):
 
 
 def tc_query(ipr, ifindex, hook):
-    """(our prog id or 0, number of foreign filters) on a clsact hook."""
-    prog_id, foreign = 0, 0
-    for f in _filters(ipr, ifindex, hook):
-        if _is_ours(f):
-            prog_id = _tc_prog_id(f)
-        else:
-            foreign += 1
-    return prog_id, foreign
+    """Program id of our filter on a clsact hook, 0 when it is not there (other filters are not ours)."""
+    return next((_tc_prog_id(f) for f in _filters(ipr, ifindex, hook) if _is_ours(f)), 0)
 
 
 def has_clsact(ipr, ifindex):
