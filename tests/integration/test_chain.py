@@ -352,3 +352,14 @@ def test_concurrent_runs_are_serialised(lab):
     assert sorted(final) == ['p0', 'p1', 'p2']
     assert traffic(lab, 'ingress', 3) == 3
     assert all(udp_count(lab, 'tc', 'ingress', n) == 3 for n in final)
+
+
+def test_probe_code_from_a_controller_file(lab, tmp_path):
+    src = tmp_path / 'drop_udp.c'
+    src.write_text('#include "netprobe.h"\nNP_PROBE(ctx)\n{\n\tstruct np_packet pkt;\n\tnp_parse(ctx, &pkt);\n'
+                   '\treturn pkt.udp ? NP_DROP : NP_PASS;\n}\n')
+    result = run_module('ebpf_probe', dict(target(lab, 'tc', 'ingress'), name='filed', src=str(src)))
+    assert result['changed'] and result['probe']['origin'] == 'file:%s' % src
+    assert traffic(lab, 'ingress', 3) == 0
+    missing = run_module('ebpf_probe', dict(target(lab, 'tc', 'ingress'), name='other', src=str(tmp_path / 'no.c')))
+    assert missing.get('failed') and 'not found on the controller' in missing['msg']
