@@ -29,7 +29,6 @@ OBJ_PIN = 6
 OBJ_GET = 7
 PROG_TEST_RUN = 10
 PROG_GET_FD_BY_ID = 13
-MAP_GET_FD_BY_ID = 14
 OBJ_GET_INFO_BY_FD = 15
 MAP_LOOKUP_BATCH = 24
 MAP_LOOKUP_AND_DELETE_BATCH = 25
@@ -58,8 +57,9 @@ class BpfError(OSError):
 
 
 def bpf(cmd, attr):
-    """Run bpf(cmd, attr); attr is a bytes-like buffer. Returns the result or raises BpfError."""
-    buf = ctypes.create_string_buffer(bytes(attr), 160)
+    """Run bpf(cmd, attr). attr is bytes, or a ctypes buffer the kernel writes results back into.
+    Returns the result or raises BpfError."""
+    buf = attr if isinstance(attr, ctypes.Array) else ctypes.create_string_buffer(bytes(attr), 160)
     nr = _SYSCALL_BPF.get(platform.machine())
     if nr is None:
         raise BpfError(errno.ENOSYS, 'bpf(2) syscall number unknown for %s' % platform.machine())
@@ -86,10 +86,6 @@ def obj_get(path):
 
 def prog_fd_by_id(prog_id):
     return bpf(PROG_GET_FD_BY_ID, struct.pack('=III', prog_id, 0, 0))
-
-
-def map_fd_by_id(map_id):
-    return bpf(MAP_GET_FD_BY_ID, struct.pack('=III', map_id, 0, 0))
 
 
 def _info(fd, size, extra=b''):
@@ -163,26 +159,20 @@ def map_lookup_batch(fd, keys, values, count, in_batch, out_batch, delete=False)
     """One BPF_MAP_LOOKUP(_AND_DELETE)_BATCH call. Returns (entries read, done)."""
     attr = ctypes.create_string_buffer(struct.pack('=QQQQIIQQ', _addr(in_batch), _addr(out_batch),
                                                    _addr(keys), _addr(values), count, fd, 0, 0), 160)
-    cmd = MAP_LOOKUP_AND_DELETE_BATCH if delete else MAP_LOOKUP_BATCH
-    nr = _SYSCALL_BPF[platform.machine()]
-    ret = _syscall().syscall(nr, cmd, attr, 160)
-    read = struct.unpack_from('=I', attr.raw, 32)[0]
-    if ret < 0:
-        err = ctypes.get_errno()
-        if err == errno.ENOENT:
-            return read, True
-        raise BpfError(err, os.strerror(err))
-    return read, False
+    try:
+        bpf(MAP_LOOKUP_AND_DELETE_BATCH if delete else MAP_LOOKUP_BATCH, attr)
+    except BpfError as e:
+        if e.errno != errno.ENOENT:
+            raise
+        return struct.unpack_from('=I', attr.raw, 32)[0], True
+    return struct.unpack_from('=I', attr.raw, 32)[0], False
 
 
 def prog_test_run(fd, data, repeat=1):
     """BPF_PROG_TEST_RUN: returns (retval, average duration in ns)."""
     buf = ctypes.create_string_buffer(bytes(data), len(data))
     attr = ctypes.create_string_buffer(struct.pack('=IIIIQQII', fd, 0, len(data), 0, _addr(buf), 0, repeat, 0), 160)
-    nr = _SYSCALL_BPF[platform.machine()]
-    if _syscall().syscall(nr, PROG_TEST_RUN, attr, 160) < 0:
-        err = ctypes.get_errno()
-        raise BpfError(err, os.strerror(err))
+    bpf(PROG_TEST_RUN, attr)
     retval = struct.unpack_from('=I', attr.raw, 4)[0]
     duration = struct.unpack_from('=I', attr.raw, 36)[0]
     return retval, duration
