@@ -9,7 +9,7 @@ __metaclass__ = type
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _netlink, _state
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _compile, _netlink, _state
 from ansible_collections.netprobe.ebpf.plugins.module_utils._compile import HEADER_FILES, MissingLibrary
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
@@ -19,6 +19,7 @@ TARGET_ARGS = dict(
     hook=dict(type='str', default='ingress', choices=['ingress', 'egress']),
     mode=dict(type='str', choices=['xdp', 'tc']),
     xdp_mode=dict(type='str', default='skb', choices=['skb', 'native']),
+    mode_switch=dict(type='str', default='hold', choices=['hold', 'gap']),
 )
 
 CODE_ARGS = dict(
@@ -27,10 +28,12 @@ CODE_ARGS = dict(
     probe=dict(type='str'),
     cflags=dict(type='list', elements='str', default=[]),
     config=dict(type='dict'),
+    reset_metrics=dict(type='bool', default=False),
 )
 
-# Set by the action plugin: the C files of bpf/ read on the controller.
-INTERNAL_ARGS = dict(_netprobe_files=dict(type='dict', no_log=False))
+# Set by the action plugin: the C files of bpf/ read on the controller, and the prebuilt bytecode of the
+# bundled probes the task uses (spec hash -> image).
+INTERNAL_ARGS = dict(_netprobe_files=dict(type='dict', no_log=False), _netprobe_images=dict(type='dict', no_log=False))
 
 
 def chain_from_params(params):
@@ -42,8 +45,10 @@ def chain_from_params(params):
         raise NetprobeError('the C sources of bpf/ did not arrive (%s): run this module through Ansible so its '
                             'action plugin can send them' % ', '.join(missing))
     mode = params['mode'] or ('xdp' if params['hook'] == 'ingress' else 'tc')
+    images = _compile.Images(files, shipped=params.get('_netprobe_images'))
     return _chain.Chain(params['interface'], params['hook'], mode, netns=params['netns'],
-                        xdp_mode=params['xdp_mode'], files=files)
+                        xdp_mode=params['xdp_mode'], files=files, images=images,
+                        mode_switch=params.get('mode_switch') or 'hold')
 
 
 def spec_from_params(name, params):
@@ -55,22 +60,23 @@ def spec_from_params(name, params):
         origin = 'inline'
     if not params.get('source'):
         raise NetprobeError('probe %s needs its code: one of source, src or probe' % name)
-    return _chain.ProbeSpec(name, params['source'], origin, params.get('cflags'), params.get('config'))
+    return _chain.ProbeSpec(name, params['source'], origin, params.get('cflags'), params.get('config'),
+                            reset_metrics=bool(params.get('reset_metrics')))
 
 
 def converge(module, chain, desired_from):
     """Observe, plan the chain desired_from(current probe names) returns, apply outside check mode."""
     with _state.HostLock(), chain:
         chain.observe()
-        desired = desired_from([r['name'] for r in chain.live])
+        desired = desired_from([r.name for r in chain.live])
         if desired and chain.ifindex is None:
             _netlink.link_index(chain.ipr, chain.interface, chain.netns)
         before = chain.diff_view(chain.live)
         if not desired and not chain.live and not chain.drift:
-            return dict(changed=False, chain=chain.describe(), compiled=[], drift=[],
+            return dict(changed=False, chain=chain.describe(), compiled=[], drift=[], notes=[],
                         diff=dict(before=before, after=before))
         plan = chain.plan(desired)
-        changed = chain.plan_changes(plan)
+        changed = plan.changes
         predicted = chain.predicted(plan, desired)
         if changed and not module.check_mode:
             if desired:
@@ -81,7 +87,7 @@ def converge(module, chain, desired_from):
             module.warn(w)
         described = chain.describe(predicted if module.check_mode else None)
         return dict(changed=changed, chain=described, compiled=chain.compiled, drift=chain.drift,
-                    diff=dict(before=before, after=chain.diff_view(predicted)))
+                    notes=chain.notes, diff=dict(before=before, after=chain.diff_view(predicted)))
 
 
 def run(module, body):
