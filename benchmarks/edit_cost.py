@@ -95,7 +95,7 @@ def tree_of(checkout, workdir, name):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--base', default=BASE)
     parser.add_argument('--rounds', type=int, default=5)
     args = parser.parse_args()
@@ -122,8 +122,8 @@ def main():
             print('| %s | %.1f | %.1f | %.2fx |' % (edit, old_ms, new_ms, new_ms / old_ms))
     finally:
         for ns in namespaces:
-            subprocess.run(['ip', 'netns', 'del', ns], capture_output=True)
-        subprocess.run(['git', '-C', REPO, 'worktree', 'remove', '--force', old], capture_output=True)
+            subprocess.run(['ip', 'netns', 'del', ns], capture_output=True, check=False)
+        subprocess.run(['git', '-C', REPO, 'worktree', 'remove', '--force', old], capture_output=True, check=False)
         shutil.rmtree(work, ignore_errors=True)
 
 
