@@ -20,7 +20,7 @@ import ctypes
 import os
 
 from ansible_collections.netprobe.ebpf.plugins.module_utils import (
-    _bpf, _compile, _config, _limits, _netlink, _records, _state, _swap)
+    _bpf, _compile, _config, _tailcalls, _netlink, _records, _state, _swap)
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 from ansible_collections.netprobe.ebpf.plugins.module_utils._records import ProbeRecord
 
@@ -262,8 +262,8 @@ class Chain:
     def limit(self, records=None):
         """{'max_probes': ..., 'probes': ...} for this kernel and these probes' own tail calls."""
         records = self.live if records is None else records
-        return {'max_probes': _limits.max_probes(sum(r.tail_calls for r in records)), 'probes': len(records),
-                'kernel_tail_calls': _limits.max_tail_calls()}
+        return {'max_probes': _tailcalls.max_probes(sum(r.tail_calls for r in records)), 'probes': len(records),
+                'kernel_tail_calls': _tailcalls.max_tail_calls()}
 
     @staticmethod
     def diff_view(records):
@@ -308,14 +308,14 @@ class Chain:
     def _check_length(self, desired, tail_calls):
         """Refuse a chain the kernel cannot run whole (the last probes would silently never run)."""
         extra = sum(tail_calls.get(d.name, 0) for d in desired)
-        if len(desired) + extra <= _limits.ALWAYS_FOLLOWED + 1:
+        if len(desired) + extra <= _tailcalls.ALWAYS_FOLLOWED + 1:
             return  # within what every kernel follows: no need to measure
-        most = _limits.max_probes(extra)
+        most = _tailcalls.max_probes(extra)
         if len(desired) > most:
             raise NetprobeError(
                 'a chain of %d probes is longer than this kernel runs: it follows at most %d tail calls per packet '
                 '(measured), so at most %d probes%s. Split the chain (e.g. XDP ingress and TC ingress), or merge '
-                'probes' % (len(desired), _limits.max_tail_calls(), most,
+                'probes' % (len(desired), _tailcalls.max_tail_calls(), most,
                             ' given the %d tail calls the probes make themselves' % extra if extra else ''))
 
     def predicted(self, plan, desired):

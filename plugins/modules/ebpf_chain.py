@@ -40,7 +40,7 @@ options:
     type: str
   interfaces:
     description:
-      - The same chain on many interfaces, converged in one run under one lock: names, or shell patterns
+      - The same chain on many interfaces, converged in one run under one lock. Give names, or shell patterns
         such as C(veth*) matched against the interfaces of O(netns) when the task runs (at most 256).
       - A probe is compiled at most once per host for all of them (it is loaded from bytecode on each).
       - Results are in RV(chains), one entry per interface.
