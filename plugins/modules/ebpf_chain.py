@@ -21,22 +21,13 @@ description:
 author:
   - netprobe.ebpf contributors (@netprobe)
 extends_documentation_fragment:
+  - netprobe.ebpf.attributes
+  - netprobe.ebpf.attributes.chain_edit
   - netprobe.ebpf.chain
-attributes:
-  check_mode:
-    support: full
-    description: Reports the planned chain without compiling or touching the kernel.
-  diff_mode:
-    support: full
-    description: Shows the chain (probe names and source hashes) before and after.
-  platform:
-    support: full
-    platforms: posix
-    description: Linux targets with eBPF, as root.
 options:
   probes:
     description:
-      - The probes of the chain, head first.
+      - The probes of the chain, head first; at most 64 (the chain's program array has 64 slots).
     type: list
     elements: dict
     default: []
@@ -46,23 +37,23 @@ options:
         type: str
         required: true
       source:
-        description: The probe's C code, inline.
+        description: The probe's C code, inline, at most 1 MiB.
         type: str
       src:
-        description: Path of a C file on the controller.
+        description: Path of a C file on the controller; a regular file of at most 1 MiB.
         type: path
       probe:
         description: Name of a bundled probe, such as C(counter).
         type: str
       cflags:
-        description: Extra compiler flags.
+        description: Extra compiler flags; at most 64, each at most 1024 characters.
         type: list
         elements: str
         default: []
       config:
         description:
           - Configuration of a bundled probe, as documented in C(docs/probes/<name>.md); validated before
-            anything changes and applied as map updates without recompiling.
+            anything changes and applied as map updates without recompiling; at most 256 KiB as JSON.
         type: dict
   purge:
     description:
@@ -128,13 +119,14 @@ drift:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _module
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _limits, _module
 
 
 def desired_chain(params, current):
     """Listed probes in order; without purge, unlisted ones ride behind the listed probe before them."""
     if params['state'] == 'absent':
         return []
+    _limits.check_probes('probes', params['probes'])
     listed = [_module.spec_from_params(p['name'], p) for p in params['probes']]
     if params['purge']:
         return listed
