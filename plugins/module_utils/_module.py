@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
+import os
 
 from ansible.module_utils.basic import missing_required_lib
 
@@ -99,6 +100,16 @@ def run(module, body):
         module.fail_json(msg=e.msg, **e.details)
     except OSError as e:
         module.fail_json(msg=os_error_message(e))
+    except _netlink.NetlinkError as e:
+        module.fail_json(msg=netlink_error_message(e))
+
+
+def netlink_error_message(e):
+    code = e.code if isinstance(getattr(e, 'code', None), int) else 0
+    text = '%s (%s)' % (os.strerror(code), errno.errorcode.get(code, code)) if code else str(e)
+    if code in (errno.EPERM, errno.EACCES):
+        return 'netlink request refused: %s. Run as root (become: true), with CAP_NET_ADMIN' % text
+    return 'netlink request failed: %s; the chain is left as the kernel has it, the next run repairs it' % text
 
 
 def os_error_message(e):

@@ -151,9 +151,10 @@ def remove_tree(path):
     prune_empty_parents(path)
 
 
-def prune_empty_parents(path):
+def prune_empty_parents(path, root=PIN_ROOT):
+    """Remove the empty directories above path, up to (not including) root's parent."""
     parent = os.path.dirname(path)
-    while parent.startswith(PIN_ROOT):
+    while parent.startswith(root):
         try:
             os.rmdir(parent)
         except OSError:

@@ -67,6 +67,15 @@ options:
     type: str
     default: present
     choices: [present, absent]
+  netns_id:
+    description:
+      - With O(state=absent), the inode number of the chain's network namespace, as M(netprobe.ebpf.ebpf_facts)
+        reports it (C(netns_id)). When that namespace is gone (its interfaces and attachments went with it),
+        only the chain's pins and metadata are left, and they are removed.
+      - Namespace inodes are reused, so the leftovers are removed only if their metadata names O(netns)
+        (omit O(netns) for a chain of the host's namespace). When O(netns) is still a live namespace with
+        this inode, the chain is removed as usual.
+    type: int
 requirements:
   - bcc Python bindings (python3-bpfcc)
   - pyroute2 >= 0.9
@@ -98,6 +107,14 @@ EXAMPLES = r'''
   netprobe.ebpf.ebpf_chain:
     interface: eth0
     state: absent
+
+- name: Remove what is left of a chain whose network namespace was deleted
+  netprobe.ebpf.ebpf_chain:
+    interface: veth1
+    netns: lab
+    netns_id: 4026532561
+    hook: egress
+    state: absent
 '''
 
 RETURN = r'''
@@ -115,11 +132,17 @@ drift:
   returned: success
   type: list
   elements: str
+removed:
+  description: Pin directory and metadata file removed for a chain whose network namespace is gone.
+  returned: when O(netns_id) is given and its namespace is gone
+  type: list
+  elements: str
 '''
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _limits, _module
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _limits, _module, _orphans
+from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 
 def desired_chain(params, current):
@@ -152,12 +175,21 @@ def main():
         )),
         purge=dict(type='bool', default=False),
         state=dict(type='str', default='present', choices=['present', 'absent']),
+        netns_id=dict(type='int'),
     )
     argument_spec.update(_module.TARGET_ARGS)
     argument_spec.update(_module.INTERNAL_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
 
     def body():
+        params = module.params
+        if params['netns_id'] is not None:
+            if params['state'] != 'absent':
+                raise NetprobeError('netns_id addresses a chain to remove: use it with state: absent')
+            if not _orphans.netns_alive(params['netns'], params['netns_id']):
+                mode = params['mode'] or ('xdp' if params['hook'] == 'ingress' else 'tc')
+                return _orphans.remove(params['netns_id'], params['netns'], params['interface'], mode,
+                                       params['hook'], module.check_mode)
         chain = _module.chain_from_params(module.params)
         return _module.converge(module, chain, lambda current: desired_chain(module.params, current))
 

@@ -153,3 +153,9 @@ def test_good_metadata_loads_and_clears_its_problem(tmp_path):
     assert not [p for p, _why in _state.state_problems() if p == str(path)]
     assert _state.load_state(str(tmp_path / 'missing.json')) is None
     assert not [p for p, _why in _state.state_problems() if p.endswith('missing.json')]
+
+
+def test_netlink_errors_are_messages():
+    msg = _module.netlink_error_message(_netlink.NetlinkError(errno.EBUSY, 'busy'))
+    assert 'EBUSY' in msg and 'netlink' in msg and 'root' not in msg
+    assert 'root' in _module.netlink_error_message(_netlink.NetlinkError(errno.EPERM, 'no'))
