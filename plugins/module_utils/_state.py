@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 
 from ansible_collections.netprobe.ebpf.plugins.module_utils import _limits
@@ -118,7 +119,7 @@ class ChainPaths:
 
 def makedirs_private(path):
     """Create path and every missing parent 0700 (os.makedirs applies its mode to the leaf only)."""
-    path = os.path.abspath(path)
+    leaf = path = os.path.abspath(path)
     missing = []
     while not os.path.isdir(path):
         missing.append(path)
@@ -134,6 +135,23 @@ def makedirs_private(path):
                 raise
             continue
         os.chmod(directory, 0o700)  # the umask may have taken bits away; never added any
+    _tighten(leaf)
+
+
+def _tighten(path):
+    """Directories of ours made by an older version (0755) become 0700 too, from the root down to path."""
+    for root in (PIN_ROOT, RUN_ROOT):
+        if path != root and not path.startswith(root + '/'):
+            continue
+        current = root
+        for part in [''] + os.path.relpath(path, root).split('/'):
+            current = os.path.join(current, part) if part and part != '.' else current
+            try:
+                st = os.lstat(current)
+            except OSError:
+                return
+            if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+                os.chmod(current, 0o700)
 
 
 def unpin(path):

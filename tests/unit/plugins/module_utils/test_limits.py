@@ -159,3 +159,17 @@ def test_netlink_errors_are_messages():
     msg = _module.netlink_error_message(_netlink.NetlinkError(errno.EBUSY, 'busy'))
     assert 'EBUSY' in msg and 'netlink' in msg and 'root' not in msg
     assert 'root' in _module.netlink_error_message(_netlink.NetlinkError(errno.EPERM, 'no'))
+
+
+def test_makedirs_private_tightens_our_directories_left_0755_by_an_older_version(tmp_path, monkeypatch):
+    os.chmod(str(tmp_path), 0o755)
+    root = tmp_path / 'netprobe'
+    old = root / '1234' / 'eth0'
+    old.mkdir(parents=True)
+    for d in (root, root / '1234', old):
+        os.chmod(str(d), 0o755)
+    monkeypatch.setattr(_state, 'PIN_ROOT', str(root))
+    _state.makedirs_private(str(old / 'xdp-ingress'))
+    for d in (root, root / '1234', old, old / 'xdp-ingress'):
+        assert stat.S_IMODE(os.stat(str(d)).st_mode) == 0o700, d
+    assert stat.S_IMODE(os.stat(str(tmp_path)).st_mode) != 0o700  # not ours: left alone
