@@ -15,7 +15,7 @@ export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
 # molecule scenarios live in molecule/ at the top (molecule 25.9+ would look in extensions/molecule/)
 export MOLECULE_GLOB := molecule/*/molecule.yml
 
-.PHONY: setup lab lab-down test unit units print-env integration sanity lint molecule matrix bench
+.PHONY: setup lab lab-down test unit units print-env adhoc-check integration sanity lint molecule matrix bench
 
 setup:
 	tools/setup.sh
@@ -60,3 +60,7 @@ bench: setup
 # the environment the targets run with (tests/integration/test_hygiene.py uses it)
 print-env:
 	@env | grep -E '^(ANSIBLE|XDG|PYTHONPYCACHEPREFIX|MOLECULE)' | sort
+
+# one module run through ansible with the environment above (tests/integration/test_hygiene.py)
+adhoc-check: setup
+	@ansible localhost -m netprobe.ebpf.ebpf_facts -a 'gather_subset=chains interfaces=none' >/dev/null

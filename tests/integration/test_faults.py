@@ -29,7 +29,7 @@ import pytest
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-from lab import PIN_ROOT, REPO, RUN_ROOT, sh
+from lab import figure, PIN_ROOT, REPO, RUN_ROOT, sh
 
 from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _compile, _facts, _module, _netlink
 
@@ -309,12 +309,12 @@ def test_a_failed_kernel_call_leaves_the_old_or_the_new_chain(lab, monkeypatch, 
         if again['changed'] or again['drift']:
             bugs.append('N=%d (%s failed): the second run after still changes: drift %s' % (n, failed_call,
                                                                                           again['drift']))
-    print('\nfaults[%s]: %d kernel calls per edit (%s)' % (kind, calls, ', '.join('%s x%d' % kv for kv in
+    figure('faults[%s]: %d kernel calls per edit (%s)' % (kind, calls, ', '.join('%s x%d' % kv for kv in
                                                                                   sorted(kinds.items()))))
-    print('faults[%s]: after the Nth call failed the kernel ran: %s; errors raised: %s'
+    figure('faults[%s]: after the Nth call failed the kernel ran: %s; errors raised: %s'
           % (kind, dict(outcomes), dict(errors)))
     for bug in bugs:
-        print('faults[%s]: BUG %s' % (kind, bug))
+        figure('faults[%s]: BUG %s' % (kind, bug))
     assert calls > 0
     if STRICT:
         assert not bugs, '\n'.join(bugs)

@@ -22,7 +22,7 @@ import subprocess
 import time
 from collections import Counter
 
-from lab import BIN, REPO, ansible_env, run_module
+from lab import figure, BIN, REPO, ansible_env, run_module
 from procwatch import TreeWatch
 
 COUNT = int(os.environ.get('NETPROBE_FUZZ_COUNT', '1000'))
@@ -226,6 +226,7 @@ def generate(seed, count, lab, files):
 PLAY = '''- name: Fuzz netprobe's modules
   hosts: all
   gather_facts: false
+  strategy: ansible.builtin.free
   vars_files:
     - "{{ playbook_dir }}/items-{{ inventory_hostname }}.json"
   tasks:
@@ -295,7 +296,7 @@ def run_playbook_watched(play_dir, inventory):
 
 def test_fuzz_inputs_fail_clearly_and_leave_the_running_chain_alone(lab, tmp_path):
     seed = int(os.environ.get('NETPROBE_FUZZ_SEED') or random.SystemRandom().randrange(2 ** 32))
-    print('\nfuzz: seed %d (replay with NETPROBE_FUZZ_SEED=%d), %d inputs' % (seed, seed, COUNT))
+    figure('fuzz: seed %d (replay with NETPROBE_FUZZ_SEED=%d), %d inputs' % (seed, seed, COUNT))
 
     # the chain under watch: two counters on ns B's veth
     watched = {'interface': lab.if_b, 'netns': lab.ns_b, 'probes': [{'name': 'w1', 'probe': 'counter'},
@@ -310,7 +311,7 @@ def test_fuzz_inputs_fail_clearly_and_leave_the_running_chain_alone(lab, tmp_pat
     play_dir = str(tmp_path)
     hosts = ['fuzz%d' % i for i in range(HOSTS)]
     for h, host in enumerate(hosts):
-        mine = [it for it in items if it['id'] % HOSTS == h]
+        mine = [it for it in items if (it['id'] // len(MODULES)) % HOSTS == h]  # every host gets every module
         by_module = dict((m, [it for it in mine if it['module'] == m]) for m in MODULES)
         with open(os.path.join(play_dir, 'items-%s.json' % host), 'w') as f:
             json.dump({'fuzz_items': by_module}, f)
@@ -357,14 +358,14 @@ def test_fuzz_inputs_fail_clearly_and_leave_the_running_chain_alone(lab, tmp_pat
             per_module[module, 'ok'] += 1
     failed = sum(classes.values())
 
-    print('fuzz: %d inputs in %.0f s, %.0f CPU s (%d failed clearly, %d succeeded)'
+    figure('fuzz: %d inputs in %.0f s, %.0f CPU s (%d failed clearly, %d succeeded)'
           % (len(results), elapsed, cpu, failed, len(results) - failed))
     for module in MODULES:
-        print('fuzz:   %-18s ok %4d  failed %4d' % (module, per_module[module, 'ok'], per_module[module, 'failed']))
-    print('fuzz: failures by message class (%d classes):' % len(classes))
+        figure('fuzz:   %-18s ok %4d  failed %4d' % (module, per_module[module, 'ok'], per_module[module, 'failed']))
+    figure('fuzz: failures by message class (%d classes):' % len(classes))
     for cls, n in classes.most_common():
-        print('fuzz:   %5d  %s' % (n, cls))
-    print('fuzz: peak RSS: controller processes %.0f MB, one module %.0f MB, any process of the run %.0f MB'
+        figure('fuzz:   %5d  %s' % (n, cls))
+    figure('fuzz: peak RSS: controller processes %.0f MB, one module %.0f MB, any process of the run %.0f MB'
           % (peak['controller'] / 1024.0, peak['module'] / 1024.0, tree_peak / 1024.0))
     assert not problems, '\n'.join(problems[:20])
     assert 0 < peak['controller'] < CONTROLLER_RSS_LIMIT, peak

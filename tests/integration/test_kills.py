@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 
-from lab import BIN, PIN_ROOT, REPO, RUN_ROOT, ansible_env, run_module, sh
+from lab import figure, BIN, PIN_ROOT, REPO, RUN_ROOT, ansible_env, run_module, sh
 from procwatch import descendants
 
 KILLS = int(os.environ.get('NETPROBE_KILLS', '20'))
@@ -154,7 +154,7 @@ def clsact_on(lab):
 def test_sigkill_mid_edit_under_a_flood_then_converge_and_clean_up(lab):
     seed = int(os.environ.get('NETPROBE_KILL_SEED') or random.SystemRandom().randrange(2 ** 32))
     rng = random.Random(seed)
-    print('\nkills: seed %d (replay with NETPROBE_KILL_SEED=%d), %d kills wanted' % (seed, seed, KILLS))
+    figure('kills: seed %d (replay with NETPROBE_KILL_SEED=%d), %d kills wanted' % (seed, seed, KILLS))
     targets = [dict(interface=lab.if_b, netns=lab.ns_b, mode=m, hook='ingress') for m in ('xdp', 'tc')]
     for t in targets:
         ok = run_module('ebpf_chain', dict(t, probes=probes(CHAINS[0], 0)))
@@ -196,10 +196,10 @@ def test_sigkill_mid_edit_under_a_flood_then_converge_and_clean_up(lab):
     finally:
         flood.finish()
     sent = len(flood.sent)
-    print('kills: %d tries, %d landed mid-run; %d packets sent at %d/s, %d received'
+    figure('kills: %d tries, %d landed mid-run; %d packets sent at %d/s, %d received'
           % (tries, landed, sent, RATE, len(flood.got)))
-    print('kills: packets lost per landed kill (kill, repair and check runs): %s' % per_kill)
-    print('kills: total lost %d, worst kill %d' % (sum(per_kill), max(per_kill) if per_kill else 0))
+    figure('kills: packets lost per landed kill (kill, repair and check runs): %s' % per_kill)
+    figure('kills: total lost %d, worst kill %d' % (sum(per_kill), max(per_kill) if per_kill else 0))
     assert not problems, '\n'.join(problems)
     assert landed >= KILLS, 'only %d kills landed mid-run in %d tries' % (landed, tries)
 
