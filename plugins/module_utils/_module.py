@@ -105,7 +105,9 @@ def run(module, body):
 
 
 def netlink_error_message(e):
-    code = e.code if isinstance(getattr(e, 'code', None), int) else 0
+    code = getattr(e, 'code', None)
+    if not isinstance(code, int):
+        code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
     text = '%s (%s)' % (os.strerror(code), errno.errorcode.get(code, code)) if code else str(e)
     if code in (errno.EPERM, errno.EACCES):
         return 'netlink request refused: %s. Run as root (become: true), with CAP_NET_ADMIN' % text
