@@ -48,7 +48,7 @@ molecule: setup
 
 test: setup
 	pytest -q tests/unit tests/integration
-	$(MAKE) --no-print-directory sanity lint molecule
+	$(MAKE) --no-print-directory sanity units lint molecule
 
 matrix: setup
 	tools/kernel-matrix/run.sh
