@@ -3,7 +3,6 @@
 
 import os
 import threading
-import time
 
 
 def _children_map():

@@ -46,7 +46,7 @@ def test_read_bounded_stops_at_limit_plus_one_on_a_growing_file(tmp_path):
     t = threading.Thread(target=grow)
     t.start()
     try:
-        for _ in range(20):
+        for _attempt in range(20):
             try:
                 data = _limits.read_bounded(path, 4096, 'src')
                 assert len(data) <= 4096
