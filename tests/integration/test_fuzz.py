@@ -32,8 +32,8 @@ PORT = 40500
 # bounds asserted on peak resident memory (KiB): the controller's processes hold the inputs (and the
 # results that echo them) several times over, so their bound grows with the inputs' size; one module run
 # (a module that compiles holds clang in-process: about 200 MB here) has a fixed bound
-CONTROLLER_RSS_BASE = 250 * 1024
-CONTROLLER_RSS_PER_INPUT_BYTE = 8
+CONTROLLER_RSS_BASE = 300 * 1024
+CONTROLLER_RSS_PER_INPUT_BYTE = 16
 MODULE_RSS_LIMIT = 600 * 1024
 # a regression (an unbounded read) must not take the machine with it: address space cap for the run
 ADDRESS_SPACE_LIMIT = 16 * 1024 ** 3
