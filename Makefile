@@ -2,10 +2,20 @@
 VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# Everything the tools cache or install goes under .cache/, so `make test` writes nothing outside the checkout
+# and /tmp: ansible's home (ansible-lint and molecule install collections and roles into ANSIBLE_HOME through
+# ansible-compat; ansible's local tmp), pip's and ansible-lint's caches (XDG_CACHE_HOME). tools/ansible-test.sh gives
+# ansible-test a HOME of its own below .cache/ (its venvs and cache live in ~/.ansible/test, whatever the variables).
+export ANSIBLE_HOME := $(CURDIR)/.cache/ansible-home
+export XDG_CACHE_HOME := $(CURDIR)/.cache/xdg-cache
+export XDG_CONFIG_HOME := $(CURDIR)/.cache/xdg-config
+export XDG_DATA_HOME := $(CURDIR)/.cache/xdg-data
+export XDG_STATE_HOME := $(CURDIR)/.cache/xdg-state
+export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
 # molecule scenarios live in molecule/ at the top (molecule 25.9+ would look in extensions/molecule/)
 export MOLECULE_GLOB := molecule/*/molecule.yml
 
-.PHONY: setup lab lab-down test unit integration sanity lint molecule matrix bench
+.PHONY: setup lab lab-down test unit units print-env adhoc-check integration sanity lint molecule matrix bench
 
 setup:
 	tools/setup.sh
@@ -18,6 +28,10 @@ lab-down: setup
 
 unit: setup
 	pytest -q tests/unit
+
+# the same unit tests through ansible-test (tests/unit/plugins/... is its layout)
+units: setup
+	tools/ansible-test.sh units --venv --python 3.11
 
 integration: setup
 	pytest -q tests/integration
@@ -34,7 +48,7 @@ molecule: setup
 
 test: setup
 	pytest -q tests/unit tests/integration
-	$(MAKE) --no-print-directory sanity lint molecule
+	$(MAKE) --no-print-directory sanity units lint molecule
 
 matrix: setup
 	tools/kernel-matrix/run.sh
@@ -42,3 +56,11 @@ matrix: setup
 bench: setup
 	python benchmarks/chain_cost.py
 	python benchmarks/rerun_cost.py --profile
+
+# the environment the targets run with (tests/integration/test_hygiene.py uses it)
+print-env:
+	@env | grep -E '^(ANSIBLE|XDG|PYTHONPYCACHEPREFIX|MOLECULE)' | sort
+
+# one module run through ansible with the environment above (tests/integration/test_hygiene.py)
+adhoc-check: setup
+	@ansible localhost -m netprobe.ebpf.ebpf_facts -a 'gather_subset=chains interfaces=none' >/dev/null

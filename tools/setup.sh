@@ -26,7 +26,12 @@ fi
 if [ ! -x .venv/bin/python ]; then
   /usr/bin/python3 -m venv --system-site-packages .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+# pip runs only when the requirements changed since the last install (a pip run also touches ~/.rustup here)
+stamp=.venv/.requirements-dev.sha256
+if ! sha256sum --status -c "$stamp" 2>/dev/null; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+  sha256sum requirements-dev.txt > "$stamp"
+fi
 
 # The collection, where ansible looks for it (ansible.cfg: collections_path = .cache/collections)
 mkdir -p .cache/collections/ansible_collections/netprobe

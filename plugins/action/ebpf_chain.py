@@ -8,7 +8,8 @@ __metaclass__ = type
 
 from ansible.errors import AnsibleActionFail
 
-from ansible_collections.netprobe.ebpf.plugins.plugin_utils._sources import ProbeAction, resolve_code
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _limits
+from ansible_collections.netprobe.ebpf.plugins.plugin_utils._sources import ProbeAction, checked, resolve_code
 
 
 class ActionModule(ProbeAction):
@@ -20,6 +21,7 @@ class ActionModule(ProbeAction):
         probes = args.get('probes') or []
         if not isinstance(probes, list):
             raise AnsibleActionFail('probes must be a list of probes, each with a name and its code')
+        checked(_limits.check_probes, 'probes', probes)
         resolved = []
         for index, probe in enumerate(probes):
             if not isinstance(probe, dict):

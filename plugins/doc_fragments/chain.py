@@ -78,11 +78,14 @@ options:
     description:
       - The probe's C code, inline. See C(docs/probe-authoring.md) for the API of C(netprobe.h).
       - Exactly one of O(source), O(src) and O(probe) is needed to add or change a probe.
+      - At most 1 MiB.
     type: str
   src:
     description:
       - Path of a C file on the controller, looked up like the O(ansible.builtin.copy#module:src) of
         M(ansible.builtin.copy) (role C(files/), playbook C(files/), then relative to the playbook).
+      - It must be a regular file (not a device, FIFO or directory) of at most 1 MiB; this is checked on
+        the controller before anything is sent.
     type: path
   probe:
     description:
@@ -91,6 +94,7 @@ options:
   cflags:
     description:
       - Extra compiler flags, for example C(-DTHRESHOLD=100).
+      - At most 64 flags of at most 1024 characters each.
     type: list
     elements: str
     default: []
@@ -99,6 +103,7 @@ options:
       - Configuration of a bundled probe (rules, prefixes, rates), as documented in C(docs/probes/<name>.md).
       - It is validated before anything changes, and a change is applied as map updates without recompiling
         (the program id stays). Probes of your own take settings as O(cflags) instead.
+      - At most 256 KiB as JSON.
     type: dict
   reset_metrics:
     description:

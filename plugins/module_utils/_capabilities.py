@@ -24,7 +24,8 @@ import re
 import select
 import struct
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _compile, _netlink, _state
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _compile, _limits, _netlink, _state
+from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 PROG_LOAD = 5
 LINK_CREATE = 28
@@ -95,10 +96,10 @@ def _bcc_info():
         return {'available': False, 'version': None, 'path': None}
     version = None
     try:
-        with open(os.path.join(os.path.dirname(spec.origin), 'version.py')) as f:
-            found = re.search(r'''__version__\s*=\s*['"]([^'"]+)''', f.read())
-            version = found.group(1) if found else None
-    except (IOError, OSError):
+        text = _limits.read_proc(os.path.join(os.path.dirname(spec.origin), 'version.py'))
+        found = re.search(r'''__version__\s*=\s*['"]([^'"]+)''', text)
+        version = found.group(1) if found else None
+    except NetprobeError:
         pass
     return {'available': True, 'version': version, 'path': os.path.dirname(spec.origin)}
 
@@ -115,9 +116,8 @@ def _pyroute2_version():
 
 def _read(path):
     try:
-        with open(path) as f:
-            return f.read().strip()
-    except (IOError, OSError):
+        return _limits.read_proc(path).strip()
+    except NetprobeError:
         return None
 
 
@@ -193,6 +193,8 @@ def probe_attachments():
             if not chunk:
                 break
             chunks.append(chunk)
+            if sum(len(c) for c in chunks) > _limits.MIB:  # our own child's answer is a few hundred bytes
+                break
     finally:
         os.close(read_end)
         os.waitpid(pid, 0)

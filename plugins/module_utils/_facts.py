@@ -16,7 +16,7 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _metrics, _state, _swap
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _limits, _metrics, _state, _swap
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 from ansible_collections.netprobe.ebpf.plugins.module_utils._records import ProbeRecord
 
@@ -32,6 +32,8 @@ GATHER_ARGS = dict(
 
 class Filters:
     def __init__(self, params):
+        for key in ('interfaces', 'probes', 'netns', 'gather_subset'):
+            _limits.check_list(key, params.get(key))
         self.interfaces = params.get('interfaces')
         self.probes = params.get('probes')
         self.netns = params.get('netns')

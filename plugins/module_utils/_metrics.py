@@ -690,6 +690,9 @@ def write_textfile(path, text):
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise NetprobeError('directory %s of prometheus_textfile does not exist' % directory)
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise NetprobeError('prometheus_textfile %s exists and is not a regular file: give the path of a .prom file'
+                            % path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix='.netprobe-', suffix='.prom.tmp')
     try:
         with os.fdopen(fd, 'w') as f:

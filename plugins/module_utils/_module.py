@@ -7,11 +7,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import fnmatch
+import os
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _compile, _netlink, _state
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _compile, _limits, _netlink, _state
 from ansible_collections.netprobe.ebpf.plugins.module_utils._compile import HEADER_FILES, MissingLibrary
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
@@ -90,6 +92,7 @@ def spec_from_params(name, params):
         origin = 'inline'
     if not params.get('source'):
         raise NetprobeError('probe %s needs its code: one of source, src or probe' % name)
+    _limits.check_code('probe %s' % name, params)
     return _chain.ProbeSpec(name, params['source'], origin, params.get('cflags'), params.get('config'),
                             reset_metrics=bool(params.get('reset_metrics')))
 
@@ -103,6 +106,8 @@ def converge(module, chain, desired_from):
 def converge_locked(module, chain, desired_from):
     with chain:
         chain.observe()
+        for path, problem in _state.state_problems():
+            chain.drift.append('metadata %s was unreadable (%s): the chain is rebuilt from its pins' % (path, problem))
         desired = desired_from([r.name for r in chain.live])
         if desired and chain.ifindex is None:
             _netlink.link_index(chain.ipr, chain.interface, chain.netns)
@@ -140,4 +145,32 @@ def run(module, body):
     except NetprobeError as e:
         module.fail_json(msg=e.msg, **e.details)
     except OSError as e:
-        module.fail_json(msg='kernel or file system error: %s (are you root, with bpf() allowed?)' % e)
+        module.fail_json(msg=os_error_message(e))
+    except _netlink.NetlinkError as e:
+        module.fail_json(msg=netlink_error_message(e))
+
+
+def netlink_error_message(e):
+    code = getattr(e, 'code', None)
+    if not isinstance(code, int):
+        code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
+    text = '%s (%s)' % (os.strerror(code), errno.errorcode.get(code, code)) if code else str(e)
+    if code in (errno.EPERM, errno.EACCES):
+        return 'netlink request refused: %s. Run as root (become: true), with CAP_NET_ADMIN' % text
+    return 'netlink request failed: %s; the chain is left as the kernel has it, the next run repairs it' % text
+
+
+def os_error_message(e):
+    """An OSError as a message whose advice matches the error."""
+    where = ' (%s)' % e.filename if getattr(e, 'filename', None) else ''
+    text = '%s%s' % (e.strerror or e, where)
+    if e.errno in (errno.EPERM, errno.EACCES):
+        return ('permission denied by the kernel: %s. Run as root (become: true), with CAP_BPF, CAP_NET_ADMIN and '
+                'CAP_SYS_ADMIN, and bpf() allowed (kernel.unprivileged_bpf_disabled does not matter for root, '
+                'a seccomp or LSM policy can)' % text)
+    if e.errno == errno.ENOENT:
+        return ('not found: %s. Something the chain needs is missing (a pin under %s, an interface or a namespace '
+                'removed meanwhile): rerun to rebuild it' % (text, _state.PIN_ROOT))
+    if e.errno == errno.ENOSPC or e.errno == errno.ENOMEM:
+        return 'out of kernel memory or map space: %s. Free some BPF objects or raise the memlock limit' % text
+    return 'kernel or file system error: [%s] %s' % (errno.errorcode.get(e.errno, e.errno), text)

@@ -12,7 +12,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
+import fcntl
 import os
+import stat
 import struct
 import traceback
 
@@ -58,11 +61,7 @@ class Netns:
             self.path = spec
         else:
             self.path = os.path.join('/run/netns', check_name('network namespace name', spec))
-        try:
-            self.inode = os.stat(self.path).st_ino
-        except OSError:
-            raise NetprobeError('network namespace %r not found (no %s): create it first, or fix `netns`'
-                                % (spec, self.path))
+        self.inode = check_netns_path(spec, self.path)
 
     @property
     def label(self):
@@ -75,6 +74,41 @@ class Netns:
             return IPRoute()
         # flags=0: never create a namespace that is not there
         return IPRoute(netns=self.path, flags=0)
+
+
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
+CLONE_NEWNET = 0x40000000
+
+
+def check_netns_path(spec, path):
+    """Inode of the network namespace at path; a clear error when path is missing or is something else."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise NetprobeError('network namespace %r not found (no %s): create it first, or fix `netns`'
+                                % (spec, path))
+        raise NetprobeError('network namespace %r: cannot stat %s: %s' % (spec, path, e.strerror))
+    if not stat.S_ISREG(st.st_mode):
+        raise NetprobeError('netns %r: %s is not a network namespace (it is not a namespace file at all): give a '
+                            'name under /run/netns or a path such as /proc/PID/ns/net' % (spec, path))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
+    except OSError as e:
+        raise NetprobeError('netns %r: cannot open %s: %s' % (spec, path, e.strerror))
+    try:
+        nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError as e:
+        if e.errno == errno.ENOTTY:
+            raise NetprobeError('netns %r: %s is not a network namespace (not an nsfs file): give a name under '
+                                '/run/netns or a path such as /proc/PID/ns/net' % (spec, path))
+        raise NetprobeError('netns %r: cannot ask the kernel what %s is: %s' % (spec, path, e.strerror))
+    finally:
+        os.close(fd)
+    if nstype != CLONE_NEWNET:
+        raise NetprobeError('netns %r: %s is a namespace, but not a network namespace (type 0x%x): use '
+                            '/proc/PID/ns/net, not another ns/ entry' % (spec, path, nstype))
+    return st.st_ino
 
 
 def link_index(ipr, ifname, netns):

@@ -20,8 +20,10 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _limits
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 BPFFS = '/sys/fs/bpf'
@@ -62,8 +64,8 @@ def ensure_bpffs():
 
 
 def _is_bpffs(path):
-    with open('/proc/self/mounts') as f:
-        return any(line.split()[1:3] == [path, 'bpf'] for line in f)
+    mounts = _limits.read_proc('/proc/self/mounts', 4 * _limits.MIB)
+    return any(line.split()[1:3] == [path, 'bpf'] for line in mounts.splitlines())
 
 
 def bpffs_mounted():
@@ -78,7 +80,7 @@ class HostLock:
         self.fd = None
 
     def __enter__(self):
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        makedirs_private(os.path.dirname(self.path))
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
@@ -132,7 +134,40 @@ class ChainPaths:
 
 
 def makedirs_private(path):
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    """Create path and every missing parent 0700 (os.makedirs applies its mode to the leaf only)."""
+    leaf = path = os.path.abspath(path)
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except OSError as e:
+            if e.errno != errno.EEXIST or not os.path.isdir(directory):
+                raise
+            continue
+        os.chmod(directory, 0o700)  # the umask may have taken bits away; never added any
+    _tighten(leaf)
+
+
+def _tighten(path):
+    """Directories of ours made by an older version (0755) become 0700 too, from the root down to path."""
+    for root in (PIN_ROOT, RUN_ROOT):
+        if path != root and not path.startswith(root + '/'):
+            continue
+        current = root
+        for part in [''] + os.path.relpath(path, root).split('/'):
+            current = os.path.join(current, part) if part and part != '.' else current
+            try:
+                st = os.lstat(current)
+            except OSError:
+                return
+            if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+                os.chmod(current, 0o700)
 
 
 def unpin(path):
@@ -150,9 +185,10 @@ def remove_tree(path):
     prune_empty_parents(path)
 
 
-def prune_empty_parents(path):
+def prune_empty_parents(path, root=PIN_ROOT):
+    """Remove the empty directories above path, up to (not including) root's parent."""
     parent = os.path.dirname(path)
-    while parent.startswith(PIN_ROOT):
+    while parent.startswith(root):
         try:
             os.rmdir(parent)
         except OSError:
@@ -160,12 +196,46 @@ def prune_empty_parents(path):
         parent = os.path.dirname(parent)
 
 
+_PROBLEMS = {}
+
+
 def load_state(path):
+    """The metadata of a chain, or None when there is none. A file that is too large, not JSON or not
+    shaped like our metadata counts as none too, and its problem is kept for state_problems()."""
+    _PROBLEMS.pop(path, None)
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (IOError, OSError, ValueError):
+        data = _limits.read_bounded(path, _limits.MAX_STATE_FILE, 'metadata file')
+    except NetprobeError as e:
+        if os.path.lexists(path):
+            _PROBLEMS[path] = e.msg
         return None
+    try:
+        state = json.loads(data.decode('utf-8'))
+        problem = _state_shape(state)
+    except (ValueError, UnicodeError) as e:
+        problem = 'not valid JSON: %s' % e
+    if problem:
+        _PROBLEMS[path] = problem
+        return None
+    return state
+
+
+def _state_shape(state):
+    if not isinstance(state, dict) or not isinstance(state.get('probes'), list):
+        return 'not a chain record (no probes list)'
+    for rec in state['probes']:
+        if not isinstance(rec, dict) or not isinstance(rec.get('name'), str) \
+                or not isinstance(rec.get('gen'), int) or not isinstance(rec.get('slot'), int):
+            return 'a probe record without name, gen and slot'
+    for key in ('interface', 'mode', 'hook'):
+        if key in state and not isinstance(state[key], str):
+            return 'field %s is not a string' % key
+    return None
+
+
+def state_problems():
+    """(path, problem) of metadata files load_state could not use since the process started."""
+    return sorted(_PROBLEMS.items())
 
 
 def save_state(path, data):

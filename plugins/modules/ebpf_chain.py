@@ -21,18 +21,9 @@ description:
 author:
   - netprobe.ebpf contributors (@netprobe)
 extends_documentation_fragment:
+  - netprobe.ebpf.attributes
+  - netprobe.ebpf.attributes.chain_edit
   - netprobe.ebpf.chain
-attributes:
-  check_mode:
-    support: full
-    description: Reports the planned chain without compiling or touching the kernel.
-  diff_mode:
-    support: full
-    description: Shows the chain (probe names and source hashes) before and after.
-  platform:
-    support: full
-    platforms: posix
-    description: Linux targets with eBPF, as root.
 options:
   interface:
     description:
@@ -48,7 +39,7 @@ options:
     elements: str
   probes:
     description:
-      - The probes of the chain, head first.
+      - The probes of the chain, head first; at most 64 (the chain's program array has 64 slots).
     type: list
     elements: dict
     default: []
@@ -58,16 +49,16 @@ options:
         type: str
         required: true
       source:
-        description: The probe's C code, inline.
+        description: The probe's C code, inline, at most 1 MiB.
         type: str
       src:
-        description: Path of a C file on the controller.
+        description: Path of a C file on the controller; a regular file of at most 1 MiB.
         type: path
       probe:
         description: Name of a bundled probe, such as C(counter).
         type: str
       cflags:
-        description: Extra compiler flags.
+        description: Extra compiler flags; at most 64, each at most 1024 characters.
         type: list
         elements: str
         default: []
@@ -80,7 +71,7 @@ options:
       config:
         description:
           - Configuration of a bundled probe, as documented in C(docs/probes/<name>.md); validated before
-            anything changes and applied as map updates without recompiling.
+            anything changes and applied as map updates without recompiling; at most 256 KiB as JSON.
         type: dict
   purge:
     description:
@@ -94,6 +85,15 @@ options:
     type: str
     default: present
     choices: [present, absent]
+  netns_id:
+    description:
+      - With O(state=absent), the inode number of the chain's network namespace, as M(netprobe.ebpf.ebpf_facts)
+        reports it (C(netns_id)). When that namespace is gone (its interfaces and attachments went with it),
+        only the chain's pins and metadata are left, and they are removed.
+      - Namespace inodes are reused, so the leftovers are removed only if their metadata names O(netns)
+        (omit O(netns) for a chain of the host's namespace). When O(netns) is still a live namespace with
+        this inode, the chain is removed as usual.
+    type: int
 requirements:
   - bcc Python bindings (python3-bpfcc)
   - pyroute2 >= 0.9
@@ -133,6 +133,14 @@ EXAMPLES = r'''
   netprobe.ebpf.ebpf_chain:
     interface: eth0
     state: absent
+
+- name: Remove what is left of a chain whose network namespace was deleted
+  netprobe.ebpf.ebpf_chain:
+    interface: veth1
+    netns: lab
+    netns_id: 4026532561
+    hook: egress
+    state: absent
 '''
 
 RETURN = r'''
@@ -165,17 +173,24 @@ drift:
   returned: success
   type: list
   elements: str
+removed:
+  description: Pin directory and metadata file removed for a chain whose network namespace is gone.
+  returned: when O(netns_id) is given and its namespace is gone
+  type: list
+  elements: str
 '''
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _module, _state
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _limits, _module, _orphans, _state
+from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 
 def desired_chain(params, current):
     """Listed probes in order; without purge, unlisted ones ride behind the listed probe before them."""
     if params['state'] == 'absent':
         return []
+    _limits.check_probes('probes', params['probes'])
     listed = [_module.spec_from_params(p['name'], p) for p in params['probes']]
     if params['purge']:
         return listed
@@ -202,6 +217,7 @@ def main():
         purge=dict(type='bool', default=False),
         state=dict(type='str', default='present', choices=['present', 'absent']),
         interfaces=dict(type='list', elements='str'),
+        netns_id=dict(type='int'),
     )
     argument_spec.update(_module.TARGET_ARGS)
     argument_spec['interface'] = dict(type='str')
@@ -214,16 +230,23 @@ def main():
         return desired_chain(module.params, current)
 
     def body():
-        images = _module.images_from_params(module.params)
-        if module.params['interface']:
-            chain = _module.chain_from_params(module.params, images=images)
+        params = module.params
+        if params['netns_id'] is not None:
+            if params['state'] != 'absent' or not params['interface']:
+                raise NetprobeError('netns_id addresses one chain to remove: use it with interface and state: absent')
+            if not _orphans.netns_alive(params['netns'], params['netns_id']):
+                mode = params['mode'] or ('xdp' if params['hook'] == 'ingress' else 'tc')
+                return _orphans.remove(params['netns_id'], params['netns'], params['interface'], mode,
+                                       params['hook'], module.check_mode)
+        images = _module.images_from_params(params)
+        if params['interface']:
+            chain = _module.chain_from_params(params, images=images)
             return _module.finish(module, _module.converge(module, chain, desired), images)
-        interfaces = _module.expand_interfaces(module.params, module.params['interfaces'])
+        interfaces = _module.expand_interfaces(params, params['interfaces'])
         chains, before, after = [], {}, {}
         with _state.HostLock():
             for name in interfaces:
-                one = _module.converge_locked(module, _module.chain_from_params(module.params, name, images),
-                                              desired)
+                one = _module.converge_locked(module, _module.chain_from_params(params, name, images), desired)
                 diff = one.pop('diff')
                 before[name], after[name] = diff['before'], diff['after']
                 chains.append(dict(one, interface=name))

@@ -24,20 +24,14 @@ description:
   - Can be listed in C(ansible_facts_modules) next to C(ansible.builtin.setup).
 author:
   - netprobe.ebpf contributors (@netprobe)
+extends_documentation_fragment:
+  - netprobe.ebpf.attributes
+  - netprobe.ebpf.attributes.read_only
+  - netprobe.ebpf.gather
 attributes:
-  check_mode:
-    support: full
-    description: Gathers the same real data in check mode.
-  diff_mode:
-    support: none
-    description: Nothing to compare; the module reads.
   facts:
     support: full
     description: Returns C(ansible_facts.netprobe).
-  platform:
-    support: full
-    platforms: posix
-    description: Linux targets with eBPF, as root.
 options:
   gather_subset:
     description:
@@ -47,34 +41,6 @@ options:
     elements: str
     default: [all]
     choices: [all, capabilities, chains, metrics, '!capabilities', '!chains', '!metrics']
-  interfaces:
-    description: Only chains on these interfaces.
-    type: list
-    elements: str
-  netns:
-    description:
-      - Only chains in these network namespaces, given as when they were applied (a name under C(/run/netns),
-        a path, or C(host)), or as the namespace inode number.
-    type: list
-    elements: str
-  probes:
-    description: Only these probes (by name), in chains and metrics.
-    type: list
-    elements: str
-  per_cpu:
-    description: Add the per-CPU breakdown (C(per_cpu), a list indexed by CPU) to entries of per-CPU maps.
-    type: bool
-    default: false
-  top:
-    description:
-      - For maps declared C(NP_SORTED), return only the N largest entries. C(0) returns them all.
-    type: int
-    default: 10
-  sort_by:
-    description:
-      - For maps declared C(NP_SORTED), the value field to sort by, as a dotted path (C(bytes), C(stats.drops)).
-        Default is the first numeric field of the value.
-    type: str
 notes:
   - Metrics are keyed and rendered as described in C(docs/metrics.md). Per-CPU values are summed.
   - Entries of a probe declared with C(NP_SWAP) are the sum of its two copies (what accumulated since the

@@ -31,10 +31,9 @@ attributes:
   diff_mode:
     support: none
     description: Results are metrics, not a before and after.
-  platform:
-    support: full
-    platforms: posix
-    description: Linux targets with eBPF, as root.
+extends_documentation_fragment:
+  - netprobe.ebpf.attributes
+  - netprobe.ebpf.gather
 options:
   consume:
     description:
@@ -50,29 +49,6 @@ options:
         temporary file in the same directory, then a rename). node_exporter's textfile collector reads
         files ending in C(.prom) from its C(--collector.textfile.directory).
     type: path
-  interfaces:
-    description: Only chains on these interfaces.
-    type: list
-    elements: str
-  netns:
-    description: Only chains in these network namespaces (name, path, C(host), or inode number).
-    type: list
-    elements: str
-  probes:
-    description: Only these probes.
-    type: list
-    elements: str
-  per_cpu:
-    description: Add the per-CPU breakdown to entries of per-CPU maps.
-    type: bool
-    default: false
-  top:
-    description: For maps declared C(NP_SORTED), the N largest entries only; C(0) for all.
-    type: int
-    default: 10
-  sort_by:
-    description: For maps declared C(NP_SORTED), the value field to sort by (dotted path).
-    type: str
 requirements:
   - pyroute2 >= 0.9 (for swap reads and chain state)
 seealso:

@@ -24,19 +24,10 @@ description:
 author:
   - netprobe.ebpf contributors (@netprobe)
 extends_documentation_fragment:
+  - netprobe.ebpf.attributes
+  - netprobe.ebpf.attributes.chain_edit
   - netprobe.ebpf.chain
   - netprobe.ebpf.chain.PROBE_CODE
-attributes:
-  check_mode:
-    support: full
-    description: Reports what would change without compiling or touching the kernel.
-  diff_mode:
-    support: full
-    description: Shows the chain (probe names and source hashes) before and after.
-  platform:
-    support: full
-    platforms: posix
-    description: Linux targets with eBPF, as root.
 options:
   interface:
     description:

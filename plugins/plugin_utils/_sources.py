@@ -17,7 +17,9 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _limits
 from ansible_collections.netprobe.ebpf.plugins.module_utils._compile import HEADER_FILES
+from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 from ansible_collections.netprobe.ebpf.plugins.plugin_utils import _prebuilt
 
 BPF_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), '..', '..', 'bpf'))
@@ -25,9 +27,24 @@ PROBES_DIR = os.path.join(BPF_DIR, 'probes')
 CODE_KEYS = ('source', 'src', 'probe')
 
 
-def _read(path):
-    with open(path, 'rb') as f:
-        return to_text(f.read(), errors='surrogate_or_strict')
+def _read(path, what='file'):
+    """A regular file of at most _limits.MAX_SOURCE bytes, as text."""
+    try:
+        data = _limits.read_bounded(path, _limits.MAX_SOURCE, what)
+    except NetprobeError as e:
+        raise AnsibleActionFail(e.msg)
+    try:
+        return to_text(data, errors='strict')
+    except UnicodeError as e:
+        raise AnsibleActionFail('%s %s is not UTF-8 text: %s' % (what, path, e))
+
+
+def checked(fn, *args):
+    """Run an _limits check on the controller; its NetprobeError becomes a task failure."""
+    try:
+        return fn(*args)
+    except NetprobeError as e:
+        raise AnsibleActionFail(e.msg)
 
 
 def bpf_files():
@@ -40,6 +57,9 @@ def bundled_probes():
 
 def resolve_code(action, spec, where):
     """Fill spec['source'] from src (a controller file) or probe (a bundled probe)."""
+    for key in CODE_KEYS:
+        if spec.get(key) is not None and not isinstance(spec[key], str):
+            raise AnsibleActionFail('%s: %s must be a string' % (where, key))
     given = [k for k in CODE_KEYS if spec.get(k)]
     if len(given) > 1:
         raise AnsibleActionFail('%s: give only one of source, src and probe (got %s)' % (where, ', '.join(given)))
@@ -48,14 +68,14 @@ def resolve_code(action, spec, where):
             path = action._find_needle('files', spec['src'])
         except Exception as e:
             raise AnsibleActionFail('%s: src %s not found on the controller: %s' % (where, spec['src'], e))
-        spec['source'] = _read(path)
+        spec['source'] = _read(path, '%s: src' % where)
     elif spec.get('probe'):
         available = bundled_probes()
         if spec['probe'] not in available:
             raise AnsibleActionFail('%s: unknown bundled probe %r; available: %s'
                                     % (where, spec['probe'], ', '.join(available)))
         spec['source'] = _read(os.path.join(PROBES_DIR, spec['probe'] + '.c'))
-        action.bundled_used.add(spec['probe'])
+    checked(_limits.check_code, where, spec)
     return spec
 
 
@@ -65,7 +85,6 @@ class ProbeAction(ActionBase):
     _supports_check_mode = True
     _supports_async = False
     module_name = None
-    bundled_used = None
 
     def resolve(self, args):
         raise NotImplementedError
@@ -73,9 +92,24 @@ class ProbeAction(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super(ProbeAction, self).run(tmp, task_vars)
         args = dict(self._task.args)
-        self.bundled_used = set()
         self.resolve(args)
         args['_netprobe_files'] = bpf_files()
-        args['_netprobe_images'] = _prebuilt.images(self.bundled_used)
+        args['_netprobe_images'] = _prebuilt.images(bundled_names(args))
         result.update(self._execute_module(module_name=self.module_name, module_args=args, task_vars=task_vars))
+        strip_files(result)
         return result
+
+
+def bundled_names(args):
+    """The bundled probes a task uses (ebpf_probe's probe, ebpf_chain's probes[].probe)."""
+    specs = [args] + [p for p in (args.get('probes') or []) if isinstance(p, dict)]
+    return set(p['probe'] for p in specs if isinstance(p.get('probe'), str))
+
+
+def strip_files(result):
+    """The 9 KB of bpf/ C sent to the module are not worth keeping in every registered result."""
+    module_args = (result.get('invocation') or {}).get('module_args')
+    if isinstance(module_args, dict):
+        module_args.pop('_netprobe_files', None)
+        module_args.pop('_netprobe_images', None)
+    return result

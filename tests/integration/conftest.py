@@ -24,3 +24,11 @@ def lab6():
         yield lab
     finally:
         lab.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    import lab as lab_module  # noqa: E402 pylint: disable=import-outside-toplevel
+    if lab_module.FIGURES:
+        terminalreporter.section('figures (fuzz and fault suites)')
+        for line in lab_module.FIGURES:
+            terminalreporter.write_line(line)

@@ -201,3 +201,14 @@ def run_playbook(playbook, extra_vars=None, check=False, diff=False, inventory=N
             host, stats = line.split(' : ', 1)
             recap[host.strip()] = dict((k, int(v)) for k, v in (kv.split('=') for kv in stats.split()))
     return proc.returncode, recap, proc.stdout + proc.stderr
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+FIGURES = []
+
+
+def figure(line):
+    """A measured figure: printed now (pytest -s) and again in the terminal summary of every run."""
+    print(line)
+    FIGURES.append(line)

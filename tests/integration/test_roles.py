@@ -11,7 +11,7 @@ import os
 import re
 import subprocess
 
-from lab import BIN, REPO, ansible_env, run_module
+from lab import BIN, REPO, ansible_env, run_module, sh
 
 DEPLOY = 'playbooks/deploy.yml'
 COUNTER = {'probe': 'counter'}
@@ -233,3 +233,31 @@ def test_wrong_variables_fail_before_anything_changes(lab, tmp_path):
         assert chain_state(lab, lab.ns_b, lab.if_b, 'xdp-ingress') == before, label
         assert chain_state(lab, lab.ns_b, lab.if_b, 'tc-egress') is None, label
         assert record.read_text() == record_before, label
+
+
+def test_purge_cleans_a_chain_whose_namespace_is_gone_through_the_module(lab, tmp_path):
+    """The role removes the leftovers of a chain whose namespace was deleted with ebpf_chain netns_id."""
+    record = tmp_path / 'chains.json'
+    gone_ns = lab.ns_a + 'g'
+    sh('ip', 'netns', 'add', gone_ns)
+    try:
+        sh('ip', '-n', gone_ns, 'link', 'add', 'vg0', 'type', 'veth', 'peer', 'name', 'vg1')
+        sh('ip', '-n', gone_ns, 'link', 'set', 'vg0', 'up')
+        both = lab_chains(lab, [probe('b-in')]) + [
+            {'interface': 'vg0', 'netns': gone_ns, 'chains': [{'hook': 'egress', 'probes': [probe('g-out')]}]}]
+        rc, out = deploy(record, both)
+        assert rc == 0, failed_task(out)
+        ino = lab.netns_inode(gone_ns)
+    finally:
+        sh('ip', 'netns', 'del', gone_ns)
+    try:
+        assert os.path.isdir('/sys/fs/bpf/netprobe/%d/vg0/tc-egress' % ino)
+        rc, out = deploy(record, both[:1], purge=True)
+        assert rc == 0, failed_task(out)
+        assert not os.path.exists('/sys/fs/bpf/netprobe/%d' % ino)
+        assert not os.path.exists('/run/netprobe/chains/%d' % ino)
+        assert not os.path.exists('/run/netprobe/clsact/%d' % ino)
+        assert chain_state(lab, lab.ns_b, lab.if_b, 'xdp-ingress') is not None
+    finally:
+        sh('rm', '-rf', '/sys/fs/bpf/netprobe/%d' % ino, '/run/netprobe/chains/%d' % ino,
+           '/run/netprobe/clsact/%d' % ino)

@@ -1,17 +1,13 @@
 # -*- coding: utf-8 -*-
 """Configuration of the bundled probes: validation and the bytes written to their maps (no kernel needed)."""
 
-import os
 import struct
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, '.cache', 'collections'))
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _config  # noqa: E402
-from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError  # noqa: E402
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _config
+from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 
 def fails(probe, config, expected):

@@ -3,18 +3,14 @@
 
 import ctypes
 import json
-import os
 import socket
 import struct
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, '.cache', 'collections'))
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _metrics  # noqa: E402
-from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError  # noqa: E402
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _metrics
+from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 # Descriptions as bcc 0.26 records them (copied from a compile of the test probe in test_facts.py)
 FLOW_KEY = ('["k", [["saddr","unsigned int"], ["daddr","unsigned char", [16]], ["comm","char", [16]], '
