@@ -9,7 +9,7 @@ __metaclass__ = type
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _netlink, _state
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _history, _netlink, _state
 from ansible_collections.netprobe.ebpf.plugins.module_utils._compile import HEADER_FILES, MissingLibrary
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
@@ -72,8 +72,10 @@ def converge(module, chain, desired_from):
         plan = chain.plan(desired)
         changed = chain.plan_changes(plan)
         predicted = chain.predicted(plan, desired)
+        previous = None
         if changed and not module.check_mode:
             if desired:
+                previous = _history.record(chain, desired)  # what a rollback returns to
                 chain.apply(desired, plan)
             else:
                 chain.destroy()
@@ -81,6 +83,7 @@ def converge(module, chain, desired_from):
             module.warn(w)
         described = chain.describe(predicted if module.check_mode else None)
         return dict(changed=changed, chain=described, compiled=chain.compiled, drift=chain.drift,
+                    previous=_history.summary_of(previous or _history.load(chain).newest),
                     diff=dict(before=before, after=chain.diff_view(predicted)))
 
 

@@ -18,6 +18,9 @@ description:
   - Everything to compile is compiled before the first edit, so a compiler error or a verifier
     rejection fails the task with the chain untouched.
   - A run with the same input changes nothing and compiles nothing.
+  - Before each change of its probes, the chain's current spec (every probe's code, flags and config) is
+    recorded on the host, per chain, under C(/run/netprobe/history); O(rollback=true) returns the chain to
+    the newest recorded spec. See C(docs/rollout.md) for a canary rollout that uses it.
 author:
   - netprobe.ebpf contributors (@netprobe)
 extends_documentation_fragment:
@@ -76,6 +79,18 @@ options:
     type: str
     default: present
     choices: [present, absent]
+  rollback:
+    description:
+      - Return the chain to the spec it ran before its last change, as recorded by the engine on the host
+        (the probes, their order, code, cflags and config; unchanged probes keep their program ids).
+        The desired chain is then exactly the recorded one, as with O(purge=true).
+      - The same atomic edits as any other change; in check mode the planned chain is reported and nothing
+        changes. A second rollback changes nothing (the chain already runs the recorded spec).
+      - Fails, changing nothing, when no previous spec is recorded (a chain that never changed since it was
+        created, or since a reboot).
+      - Mutually exclusive with O(probes); needs O(state=present).
+    type: bool
+    default: false
 requirements:
   - bcc Python bindings (python3-bpfcc)
   - pyroute2 >= 0.9
@@ -103,6 +118,11 @@ EXAMPLES = r'''
       - name: out
         probe: counter
 
+- name: Return the chain to what it was before its last change
+  netprobe.ebpf.ebpf_chain:
+    interface: eth0
+    rollback: true
+
 - name: Remove the chain
   netprobe.ebpf.ebpf_chain:
     interface: eth0
@@ -124,17 +144,42 @@ drift:
   returned: success
   type: list
   elements: str
+previous:
+  description:
+    - The spec a O(rollback=true) would return to (recorded before this run's change, or earlier);
+      null when none is recorded. Sources are given by their hash.
+  returned: success
+  type: dict
+  contains:
+    recorded_at:
+      description: When it was recorded (UTC).
+      type: str
+    xdp_mode:
+      description: The XDP mode of the chain then (null for TC).
+      type: str
+    probes:
+      description: The probes, head first, each with name, origin, cflags, config and source_hash.
+      type: list
+      elements: dict
+  sample:
+    recorded_at: "2026-12-01T10:00:00Z"
+    xdp_mode: skb
+    probes:
+      - {name: seen, origin: "bundled:counter", cflags: [], config: null, source_hash: 5cf8ad11...}
 '''
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _module
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _history, _module
+from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 
-def desired_chain(params, current):
+def desired_chain(params, current, chain=None):
     """Listed probes in order; without purge, unlisted ones ride behind the listed probe before them."""
     if params['state'] == 'absent':
         return []
+    if params.get('rollback'):
+        return [_module.spec_from_params(p.name, p.as_params()) for p in _history.previous(chain).probes]
     listed = [_module.spec_from_params(p['name'], p) for p in params['probes']]
     if params['purge']:
         return listed
@@ -160,14 +205,18 @@ def main():
         )),
         purge=dict(type='bool', default=False),
         state=dict(type='str', default='present', choices=['present', 'absent']),
+        rollback=dict(type='bool', default=False),
     )
     argument_spec.update(_module.TARGET_ARGS)
     argument_spec.update(_module.INTERNAL_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
 
     def body():
+        if module.params['rollback'] and (module.params['probes'] or module.params['state'] == 'absent'):
+            raise NetprobeError('rollback: true returns the chain to its recorded previous spec: give neither probes '
+                                'nor state: absent with it')
         chain = _module.chain_from_params(module.params)
-        return _module.converge(module, chain, lambda current: desired_chain(module.params, current))
+        return _module.converge(module, chain, lambda current: desired_chain(module.params, current, chain))
 
     _module.run(module, body)
 
