@@ -5,7 +5,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # molecule scenarios live in molecule/ at the top (molecule 25.9+ would look in extensions/molecule/)
 export MOLECULE_GLOB := molecule/*/molecule.yml
 
-.PHONY: setup lab lab-down test unit integration sanity lint molecule matrix bench
+.PHONY: setup lab lab-down fleet fleet-down test unit integration sanity lint molecule matrix bench bench-fleet
 
 setup:
 	tools/setup.sh
@@ -15,6 +15,13 @@ lab: setup
 
 lab-down: setup
 	ansible-playbook playbooks/lab.yml -e lab_state=absent
+
+# FLEET_HOSTS=N (1-32, default 8) simulated hosts over real ssh; inventory in .cache/fleet/inventory.yml
+fleet: setup
+	tools/fleet.sh up
+
+fleet-down:
+	tools/fleet.sh down
 
 unit: setup
 	pytest -q tests/unit
@@ -42,3 +49,6 @@ matrix: setup
 bench: setup
 	python benchmarks/chain_cost.py
 	python benchmarks/rerun_cost.py --profile
+
+bench-fleet: setup
+	python benchmarks/fleet.py --breakdown
