@@ -89,6 +89,7 @@ EOF
   printf '%s.%d %s\n' "$NET" $((10 + i)) "$(cut -d' ' -f1,2 "$hdir/ssh_host_ed25519_key.pub")" >>"$FLEET_DIR/known_hosts"
   # The private mount namespace drops its copies of /run/netns/* (they would keep other namespaces of
   # this machine alive), then mounts what makes the host a machine of its own.
+  # shellcheck disable=SC2016  # the script is for the inner shell, $1 is its argument
   nsenter --net="/run/netns/npf${FLEET_TAG}-$h" unshare --mount --propagation private -- /bin/sh -ec '
     for m in $(awk '\''$5 ~ "^/run/netns/" {print $5}'\'' /proc/self/mountinfo | sort -r); do umount -l "$m" 2>/dev/null || true; done
     mount -t sysfs sysfs /sys
@@ -98,12 +99,17 @@ EOF
     exec /usr/sbin/sshd -f "$1"' sh "$hdir/sshd_config"
 }
 
+on_failed_up() {
+  local rc=$?
+  if [ $rc -ne 0 ]; then log "setup failed (rc $rc): tearing down"; down "$FLEET_TAG"; fi
+}
+
 up() {
   local n=${FLEET_HOSTS:-8}
   case $n in ''|*[!0-9]*) log "FLEET_HOSTS must be a number from 1 to 32, not $n"; exit 2 ;; esac
   if [ "$n" -lt 1 ] || [ "$n" -gt 32 ]; then log "FLEET_HOSTS must be from 1 to 32, not $n"; exit 2; fi
   need
-  [ ! -f "$STATE" ] || down
+  [ ! -f "$STATE" ] || down ""
   FLEET_TAG=$(od -An -N2 -tx2 /dev/urandom | tr -d ' \n')
   # a management /24 in 198.19.0.0/16 that nothing on this machine uses yet
   local octet
@@ -112,7 +118,8 @@ up() {
     ip -4 -o addr show | grep -q " 198\.19\.${octet}\." || break
   done
   NET=198.19.$octet
-  trap 'rc=$?; if [ $rc -ne 0 ]; then log "setup failed (rc $rc): tearing down"; down "$FLEET_TAG"; fi' EXIT
+  trap on_failed_up EXIT
+  trap 'exit 130' INT TERM
   mkdir -p "$FLEET_DIR/hosts" /run/netprobe /var/lib/netprobe /var/cache/netprobe
   chmod 700 "$FLEET_DIR"
   printf 'FLEET_TAG=%s\nFLEET_HOSTS=%s\nFLEET_NET=%s\n' "$FLEET_TAG" "$n" "$NET" >"$STATE"
@@ -153,7 +160,7 @@ up() {
   done
   write_inventory "$n"
   for i in $(seq "$n"); do wait_ssh "$i"; done
-  trap - EXIT
+  trap - EXIT INT TERM
   log "fleet $FLEET_TAG: $n hosts up, inventory $FLEET_DIR/inventory.yml"
   log "try: ansible-playbook -i $FLEET_DIR/inventory.yml playbooks/deploy.yml"
 }
@@ -216,6 +223,6 @@ EOF
 
 case ${1:-} in
   up) up ;;
-  down) down ;;
+  down) down "" ;;
   *) echo "usage: $0 up|down   (FLEET_HOSTS=1..32, FLEET_DIR=$FLEET_DIR)" >&2; exit 2 ;;
 esac
