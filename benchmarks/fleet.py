@@ -119,7 +119,7 @@ def write_playbook(fleet, name, text):
 def one_task_rounds(fleet, forks, rounds, junit_dir):
     paths = dict((name, write_playbook(fleet, name, text)) for name, text in (('chain', CHAIN_TASK), ('stat', STAT_TASK)))
     out = {}
-    for _ in range(rounds):
+    for _round in range(rounds):
         for pipelining in ('0', '1'):
             for name in ('chain', 'stat'):
                 r = run(fleet, paths[name], forks, junit_dir, {'ANSIBLE_PIPELINING': pipelining},
@@ -146,7 +146,7 @@ def ssh_cmd(fleet, host_ip, control=None):
 
 def timed(cmd, rounds, stdin=None):
     times = []
-    for _ in range(rounds):
+    for _round in range(rounds):
         start = time.monotonic()
         subprocess.run(cmd, input=stdin, capture_output=True, check=True)
         times.append(time.monotonic() - start)
@@ -209,7 +209,7 @@ def load_average():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--hosts', type=int, nargs='+', default=[1, 8, 16, 32])
     parser.add_argument('--forks', type=int, nargs='+', default=[8, 32])
     parser.add_argument('--rounds', type=int, default=3, help='rounds of the one-task comparison')

@@ -158,7 +158,7 @@ def write_chart(path, rows, chains, top):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('outdir')
     parser.add_argument('--top', type=int, default=10)
     args = parser.parse_args()

@@ -63,7 +63,7 @@ def fleet(tmp_path_factory):
     finally:
         down = fleet.down()
         assert down.returncode == 0, down.stderr
-        leftover = subprocess.run(['ip', 'netns', 'list'], capture_output=True, text=True).stdout
+        leftover = subprocess.run(['ip', 'netns', 'list'], capture_output=True, text=True, check=True).stdout
         assert 'npf%s-' % fleet.tag not in leftover
         assert not os.path.exists(fleet.dir)
 
