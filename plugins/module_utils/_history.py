@@ -14,6 +14,8 @@ Rules (docs/rollout.md):
   runs is already the newest entry, or when what is asked is the newest entry (a rollback, or the
   same thing by hand): no duplicates, and rolling back then forward again keeps one entry;
 - a rollback asks for the newest entry, so a second rollback changes nothing (idempotent);
+- a history is only good for the chain that exists now: a rollback of a chain with no probes fails, and
+  a new chain starts with no history (a file left by a namespace whose inode was reused is dropped);
 - at most DEPTH entries and MAX_BYTES per chain: the oldest entries go first; a single spec larger
   than MAX_BYTES fails the change before anything is touched.
 """
@@ -179,6 +181,9 @@ def entry_of_desired(chain, desired):
 
 def record(chain, desired):
     """Called before the engine changes the chain: keep what it runs now. Returns the newest entry."""
+    if not chain.live:
+        forget(chain)  # a new chain: a history left here belongs to a gone namespace whose inode was reused
+        return None
     history = load(chain)
     current = entry_of_live(chain)
     wanted = entry_of_desired(chain, desired)
@@ -191,9 +196,16 @@ def record(chain, desired):
     return current
 
 
+def forget(chain):
+    try:
+        os.unlink(path_of(chain))
+    except OSError:
+        pass
+
+
 def previous(chain):
-    """The entry a rollback returns to; fails clearly when there is none."""
-    newest = load(chain).newest
+    """The entry a rollback returns to; fails clearly when there is none (or the chain is gone)."""
+    newest = load(chain).newest if chain.live else None
     if newest is None:
         raise NetprobeError('no previous chain is recorded for %s in %s (%s-%s): netprobe records a chain before each '
                             'change of its probes, and this one has not changed since it was created (or since a '

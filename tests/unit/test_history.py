@@ -108,3 +108,11 @@ def test_summary_gives_hashes_not_sources():
     assert summary['probes'][0]['name'] == 'a' and len(summary['probes'][0]['source_hash']) == 64
     assert 'source' not in summary['probes'][0] and summary['recorded_at'].endswith('Z')
     assert _history.summary_of(None) is None
+
+
+def test_history_of_a_gone_chain_is_not_used(root):
+    _history.record(chain('a'), [spec('b')])
+    with pytest.raises(NetprobeError, match='no previous chain'):
+        _history.previous(chain())                                  # the chain has no probes now
+    assert _history.record(chain(), [spec('c')]) is None              # a new chain on a reused inode
+    assert not (root / '4026531840' / 'eth0' / 'xdp-ingress.json').exists()
