@@ -144,6 +144,8 @@ def test_fleet_rollout_canary_fails_gate_and_rolls_back(fleet):
     untouched = fleet.adhoc('fleet', 'ebpf_chain', {'interface': 'probe0', 'probes': [SEEN], 'purge': True}, check=True)
     for h in others:
         assert untouched[h]['changed'] is False and untouched[h]['previous'] is None, h
+    refused = fleet.adhoc(others[0], 'ebpf_chain', {'interface': 'probe0', 'rollback': True})[others[0]]
+    assert refused['_status'] == 'FAILED' and 'no previous chain is recorded for probe0' in refused['msg']
     # the canary's rollback point is still the chain it returned to (a rollback records nothing)
     assert [p['name'] for p in untouched[canary]['previous']['probes']] == ['seen']
 
