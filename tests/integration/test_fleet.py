@@ -68,7 +68,7 @@ def fleet(tmp_path_factory):
         assert not os.path.exists(fleet.dir)
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(2400)
 def test_fleet_deploy_rerun_traffic_gather_report(fleet, tmp_path):
     rc, recap, out = fleet.playbook('playbooks/deploy.yml')
     assert rc == 0, out[-4000:]
@@ -112,7 +112,7 @@ def test_fleet_deploy_rerun_traffic_gather_report(fleet, tmp_path):
                          (report / 'fleet-report.txt').read_text(), re.M), h
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(2400)
 def test_fleet_rollout_canary_fails_gate_and_rolls_back(fleet):
     ready = fleet.adhoc('fleet', 'ebpf_chain', {'interface': 'probe0', 'probes': [SEEN], 'purge': True})
     assert all(r['_status'] in ('SUCCESS', 'CHANGED') for r in ready.values()), ready
@@ -150,7 +150,7 @@ def test_fleet_rollout_canary_fails_gate_and_rolls_back(fleet):
     assert [p['name'] for p in untouched[canary]['previous']['probes']] == ['seen']
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(2400)
 def test_fleet_rollout_passes_batch_by_batch(fleet):
     traffic = fleet.traffic()
     try:
