@@ -15,7 +15,7 @@ export PYTHONPYCACHEPREFIX := $(CURDIR)/.cache/pycache
 # molecule scenarios live in molecule/ at the top (molecule 25.9+ would look in extensions/molecule/)
 export MOLECULE_GLOB := molecule/*/molecule.yml
 
-.PHONY: setup lab lab-down test unit units print-env adhoc-check integration sanity lint molecule matrix bench
+.PHONY: setup lab lab-down fleet fleet-down test unit units print-env adhoc-check integration sanity lint molecule matrix bench bench-fleet
 
 setup:
 	tools/setup.sh
@@ -25,6 +25,13 @@ lab: setup
 
 lab-down: setup
 	ansible-playbook playbooks/lab.yml -e lab_state=absent
+
+# FLEET_HOSTS=N (1-32, default 8) simulated hosts over real ssh; inventory in .cache/fleet/inventory.yml
+fleet: setup
+	tools/fleet.sh up
+
+fleet-down:
+	tools/fleet.sh down
 
 unit: setup
 	pytest -q tests/unit
@@ -64,3 +71,6 @@ print-env:
 # one module run through ansible with the environment above (tests/integration/test_hygiene.py)
 adhoc-check: setup
 	@ansible localhost -m netprobe.ebpf.ebpf_facts -a 'gather_subset=chains interfaces=none' >/dev/null
+
+bench-fleet: setup
+	python benchmarks/fleet.py --breakdown

@@ -13,7 +13,7 @@ import os
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _compile, _limits, _netlink, _state
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _compile, _history, _limits, _netlink, _state
 from ansible_collections.netprobe.ebpf.plugins.module_utils._compile import HEADER_FILES, MissingLibrary
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
@@ -118,13 +118,16 @@ def converge_locked(module, chain, desired_from):
         plan = chain.plan(desired)
         changed = plan.changes
         predicted = chain.predicted(plan, desired)
+        previous = None
         if changed and not module.check_mode:
             if desired:
+                previous = _history.record(chain, desired)  # what a rollback returns to
                 chain.apply(desired, plan)
             else:
                 chain.destroy()
         described = chain.describe(predicted if module.check_mode else None)
         return dict(changed=changed, chain=described, drift=chain.drift, notes=chain.notes,
+                    previous=_history.summary_of(previous or _history.load(chain).newest),
                     diff=dict(before=before, after=chain.diff_view(predicted)))
 
 

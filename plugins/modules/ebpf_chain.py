@@ -18,6 +18,9 @@ description:
   - Everything to compile is compiled before the first edit, so a compiler error or a verifier
     rejection fails the task with the chain untouched.
   - A run with the same input changes nothing and compiles nothing.
+  - Before each change of its probes, the chain's current spec (every probe's code, flags and config) is
+    recorded on the host, per chain, under C(/run/netprobe/history); O(rollback=true) returns the chain to
+    the newest recorded spec. See C(docs/rollout.md) for a canary rollout that uses it.
 author:
   - netprobe.ebpf contributors (@netprobe)
 extends_documentation_fragment:
@@ -94,6 +97,18 @@ options:
         (omit O(netns) for a chain of the host's namespace). When O(netns) is still a live namespace with
         this inode, the chain is removed as usual.
     type: int
+  rollback:
+    description:
+      - Return the chain to the spec it ran before its last change, as recorded by the engine on the host
+        (the probes, their order, code, cflags and config; unchanged probes keep their program ids).
+        The desired chain is then exactly the recorded one, as with O(purge=true).
+      - The same atomic edits as any other change; in check mode the planned chain is reported and nothing
+        changes. A second rollback changes nothing (the chain already runs the recorded spec).
+      - Fails, changing nothing, when no previous spec is recorded (a chain that never changed since it was
+        created, or since a reboot).
+      - Mutually exclusive with O(probes); needs O(state=present).
+    type: bool
+    default: false
 requirements:
   - bcc Python bindings (python3-bpfcc)
   - pyroute2 >= 0.9
@@ -128,6 +143,10 @@ EXAMPLES = r'''
     probes:
       - name: out
         probe: counter
+- name: Return the chain to what it was before its last change
+  netprobe.ebpf.ebpf_chain:
+    interface: eth0
+    rollback: true
 
 - name: Remove the chain
   netprobe.ebpf.ebpf_chain:
@@ -178,18 +197,42 @@ removed:
   returned: when O(netns_id) is given and its namespace is gone
   type: list
   elements: str
+previous:
+  description:
+    - The spec a O(rollback=true) would return to (recorded before this run's change, or earlier);
+      null when none is recorded. Sources are given by their hash.
+  returned: success
+  type: dict
+  contains:
+    recorded_at:
+      description: When it was recorded (UTC).
+      type: str
+    xdp_mode:
+      description: The XDP mode of the chain then (null for TC).
+      type: str
+    probes:
+      description: The probes, head first, each with name, origin, cflags, config and source_hash.
+      type: list
+      elements: dict
+  sample:
+    recorded_at: "2026-12-01T10:00:00Z"
+    xdp_mode: skb
+    probes:
+      - {name: seen, origin: "bundled:counter", cflags: [], config: null, source_hash: 5cf8ad11...}
 '''
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _limits, _module, _orphans, _state
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _history, _limits, _module, _orphans, _state
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 
-def desired_chain(params, current):
+def desired_chain(params, current, chain=None):
     """Listed probes in order; without purge, unlisted ones ride behind the listed probe before them."""
     if params['state'] == 'absent':
         return []
+    if params.get('rollback'):
+        return [_module.spec_from_params(p.name, p.as_params()) for p in _history.previous(chain).probes]
     _limits.check_probes('probes', params['probes'])
     listed = [_module.spec_from_params(p['name'], p) for p in params['probes']]
     if params['purge']:
@@ -218,6 +261,7 @@ def main():
         state=dict(type='str', default='present', choices=['present', 'absent']),
         interfaces=dict(type='list', elements='str'),
         netns_id=dict(type='int'),
+        rollback=dict(type='bool', default=False),
     )
     argument_spec.update(_module.TARGET_ARGS)
     argument_spec['interface'] = dict(type='str')
@@ -226,8 +270,8 @@ def main():
                            required_one_of=[('interface', 'interfaces')],
                            mutually_exclusive=[('interface', 'interfaces')])
 
-    def desired(current):
-        return desired_chain(module.params, current)
+    def desired(chain):
+        return lambda current: desired_chain(module.params, current, chain)
 
     def body():
         params = module.params
@@ -238,15 +282,19 @@ def main():
                 mode = params['mode'] or ('xdp' if params['hook'] == 'ingress' else 'tc')
                 return _orphans.remove(params['netns_id'], params['netns'], params['interface'], mode,
                                        params['hook'], module.check_mode)
+        if params['rollback'] and (params['probes'] or params['state'] == 'absent'):
+            raise NetprobeError('rollback: true returns the chain to its recorded previous spec: give neither probes '
+                                'nor state: absent with it')
         images = _module.images_from_params(params)
         if params['interface']:
             chain = _module.chain_from_params(params, images=images)
-            return _module.finish(module, _module.converge(module, chain, desired), images)
+            return _module.finish(module, _module.converge(module, chain, desired(chain)), images)
         interfaces = _module.expand_interfaces(params, params['interfaces'])
         chains, before, after = [], {}, {}
         with _state.HostLock():
             for name in interfaces:
-                one = _module.converge_locked(module, _module.chain_from_params(params, name, images), desired)
+                chain = _module.chain_from_params(params, name, images)
+                one = _module.converge_locked(module, chain, desired(chain))
                 diff = one.pop('diff')
                 before[name], after[name] = diff['before'], diff['after']
                 chains.append(dict(one, interface=name))

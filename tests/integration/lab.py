@@ -133,6 +133,7 @@ class Lab:
                 shutil.rmtree(os.path.join(PIN_ROOT, str(ino)), ignore_errors=True)
                 shutil.rmtree(os.path.join(RUN_ROOT, 'chains', str(ino)), ignore_errors=True)
                 shutil.rmtree(os.path.join(RUN_ROOT, 'clsact', str(ino)), ignore_errors=True)
+                shutil.rmtree(os.path.join(RUN_ROOT, 'history', str(ino)), ignore_errors=True)
                 sh('ip', 'netns', 'del', ns, check=False)
         if os.path.isdir(PIN_ROOT) and not os.listdir(PIN_ROOT):
             os.rmdir(PIN_ROOT)

@@ -1,0 +1,177 @@
+# -*- coding: utf-8 -*-
+"""The fleet lab (tools/fleet.sh): simulated hosts reached by Ansible over real ssh, real chains, real traffic.
+
+deploy.yml, gather.yml and fleet_report.yml run against the generated inventory unchanged; each simulated
+host counts its own traffic in its own chain (own network namespace, own bpffs, own /run/netprobe);
+rollout.yml puts a bad chain on the canary, which fails the health gate and returns to its previous chain
+while no other host is touched, then a good chain goes to every host, batch by batch.
+
+NETPROBE_FLEET_HOSTS (default 4, at least 3) sets the fleet size; the 8-host case: NETPROBE_FLEET_HOSTS=8.
+"""
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from fleet import Fleet
+
+HOSTS = int(os.environ.get('NETPROBE_FLEET_HOSTS', '4'))
+SEEN = {'name': 'seen', 'probe': 'counter'}
+PASSED = {'name': 'passed', 'probe': 'counter'}
+DROP_ICMP = {'name': 'no-icmp', 'source': '#include "netprobe.h"\nNP_PROBE(ctx)\n{\n    struct np_packet pkt;\n'
+             '    np_parse(ctx, &pkt);\n    return pkt.l4_proto == IPPROTO_ICMP ? NP_DROP : NP_PASS;\n}\n'}
+GATE = {'wait': 2, 'moving': ['seen', 'passed'], 'drop_ratio': {'before': 'seen', 'after': 'passed', 'max': 0.05}}
+CHAIN_KEY = ('host', 'probe0', 'xdp', 'ingress')
+
+
+def chain_of(netprobe, key=CHAIN_KEY):
+    for c in netprobe['chains']:
+        if (c['netns'], c['interface'], c['mode'], c['hook']) == key:
+            return c
+    return None
+
+
+def packets(netprobe, probe, key=CHAIN_KEY):
+    return sum(e['value']['packets'] for m in netprobe['metrics']
+               if (m['netns'], m['interface'], m['mode'], m['hook']) == key and m['probe'] == probe
+               for e in m['entries'])
+
+
+def probes_of(netprobe):
+    return [(p['name'], p['position'], p['prog_id']) for p in chain_of(netprobe)['probes']]
+
+
+def task_hosts(output, task):
+    """Hosts that ran `task`, one list per time the task header appears (one per serial batch)."""
+    out = []
+    for chunk in output.split('TASK [%s]' % task)[1:]:
+        chunk = chunk.split('\nTASK [')[0]
+        out.append(sorted(set(re.findall(r'^(?:ok|changed|failed|fatal): \[(h\d+)\]', chunk, re.M))))
+    return out
+
+
+@pytest.fixture(scope='module')
+def fleet(tmp_path_factory):
+    assert HOSTS >= 3, 'the fleet tests need at least 3 hosts (canary + two batches)'
+    fleet = Fleet(tmp_path_factory.mktemp('fleet'), HOSTS)
+    try:
+        yield fleet
+    finally:
+        down = fleet.down()
+        assert down.returncode == 0, down.stderr
+        leftover = subprocess.run(['ip', 'netns', 'list'], capture_output=True, text=True, check=True).stdout
+        assert 'npf%s-' % fleet.tag not in leftover
+        assert not os.path.exists(fleet.dir)
+
+
+@pytest.mark.timeout(2400)
+def test_fleet_deploy_rerun_traffic_gather_report(fleet, tmp_path):
+    rc, recap, out = fleet.playbook('playbooks/deploy.yml')
+    assert rc == 0, out[-4000:]
+    assert sorted(recap) == fleet.hosts and all(r['failed'] == 0 and r['unreachable'] == 0 for r in recap.values())
+
+    rc, recap, out = fleet.playbook('playbooks/deploy.yml')
+    assert rc == 0, out[-4000:]
+    assert dict((h, r['changed']) for h, r in recap.items()) == dict((h, 0) for h in fleet.hosts), out[-4000:]
+
+    # Each host's own chain counts its own traffic: a different number of pings per host.
+    before = fleet.facts()
+    netns_ids = set(chain_of(before[h])['netns_id'] for h in fleet.hosts)
+    assert len(netns_ids) == len(fleet.hosts)  # one network namespace per host
+    for i, h in enumerate(fleet.hosts):
+        fleet.ping(h, 3 + i)
+    after = fleet.facts()
+    for i, h in enumerate(fleet.hosts):
+        assert chain_of(after[h])['attached'] and not chain_of(after[h])['drift']
+        assert packets(after[h], 'seen') - packets(before[h], 'seen') == 3 + i, h
+
+    rc, recap, out = fleet.playbook('playbooks/gather.yml')
+    assert rc == 0 and sorted(recap) == fleet.hosts, out[-4000:]
+    for h in fleet.hosts:
+        assert 'chain probe0 in host, xdp-ingress: seen (attached)' in out
+
+    report = tmp_path / 'report'
+    rc, recap, out = fleet.playbook('playbooks/fleet_report.yml', {'fleet_report_dir': str(report)})
+    assert rc == 0, out[-4000:]
+    read = fleet.facts()  # no traffic since the report: the same counters
+    assert 'chart: %s' % (report / 'fleet-report.png') in out
+    png = (report / 'fleet-report.png').read_bytes()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n' and png[12:16] == b'IHDR'
+    width, height = int.from_bytes(png[16:20], 'big'), int.from_bytes(png[20:24], 'big')
+    assert width >= 600 and height >= 600
+    table = json.loads((report / 'fleet-report.json').read_text())
+    rows = dict(((r['host'], r['probe']), r) for r in table['probes'])
+    assert sorted(h for h, _p in rows) == fleet.hosts
+    for h in fleet.hosts:
+        assert rows[(h, 'seen')]['packets'] == packets(read[h], 'seen'), h
+        assert re.search(r'^%s\s+host/probe0 xdp-ingress\s+0\s+seen\s+\d+\s+%d\s' % (h, packets(read[h], 'seen')),
+                         (report / 'fleet-report.txt').read_text(), re.M), h
+
+
+@pytest.mark.timeout(2400)
+def test_fleet_rollout_canary_fails_gate_and_rolls_back(fleet):
+    ready = fleet.adhoc('fleet', 'ebpf_chain', {'interface': 'probe0', 'probes': [SEEN], 'purge': True})
+    assert all(r['_status'] in ('SUCCESS', 'CHANGED') for r in ready.values()), ready
+    before = fleet.facts()
+    canary, others = fleet.hosts[0], fleet.hosts[1:]
+    traffic = fleet.traffic()
+    try:
+        rc, recap, out = fleet.playbook('playbooks/rollout.yml', {
+            'rollout_chains': [{'interface': 'probe0', 'probes': [SEEN, DROP_ICMP, PASSED]}],
+            'rollout_gate': GATE, 'rollout_serial': [1]})
+        assert rc != 0
+        assert 'health gate failed' in out and 'drop ratio 1.0 between seen and passed' in out, out[-4000:]
+        assert 'the rollout stops here' in out
+        assert sorted(recap) == [canary] and recap[canary]['rescued'] == 1, out[-4000:]
+        assert task_hosts(out, 'Apply the new chains') == [[canary]]
+        time.sleep(1)
+        after = fleet.facts()
+    finally:
+        for p in traffic:
+            p.terminate()
+            p.wait()
+    # the canary is back on its previous chain: same probes, same positions, same programs, traffic passing
+    assert probes_of(after[canary]) == probes_of(before[canary]) == [('seen', 0, probes_of(before[canary])[0][2])]
+    assert chain_of(after[canary])['attached'] and not chain_of(after[canary])['drift']
+    assert fleet.ping(canary, 5).returncode == 0
+    # nobody else was touched: same programs, nothing recorded in their histories
+    for h in others:
+        assert probes_of(after[h]) == probes_of(before[h]), h
+    untouched = fleet.adhoc('fleet', 'ebpf_chain', {'interface': 'probe0', 'probes': [SEEN], 'purge': True}, check=True)
+    for h in others:
+        assert untouched[h]['changed'] is False and untouched[h]['previous'] is None, h
+    refused = fleet.adhoc(others[0], 'ebpf_chain', {'interface': 'probe0', 'rollback': True})[others[0]]
+    assert refused['_status'] == 'FAILED' and 'no previous chain is recorded for probe0' in refused['msg']
+    # the canary's rollback point is still the chain it returned to (a rollback records nothing)
+    assert [p['name'] for p in untouched[canary]['previous']['probes']] == ['seen']
+
+
+@pytest.mark.timeout(2400)
+def test_fleet_rollout_passes_batch_by_batch(fleet):
+    traffic = fleet.traffic()
+    try:
+        rc, recap, out = fleet.playbook('playbooks/rollout.yml', {
+            'rollout_chains': [{'interface': 'probe0', 'probes': [SEEN, PASSED]}],
+            'rollout_gate': GATE, 'rollout_serial': [1, 2]})
+        after = fleet.facts()
+    finally:
+        for p in traffic:
+            p.terminate()
+            p.wait()
+    assert rc == 0, out[-4000:]
+    assert 'health gate passed' in out
+    rest = fleet.hosts[1:]
+    assert task_hosts(out, 'Apply the new chains') == [[fleet.hosts[0]], rest[:1]] + [
+        rest[i:i + 2] for i in range(1, len(rest), 2)]
+    for h in fleet.hosts:
+        assert [p[0] for p in probes_of(after[h])] == ['seen', 'passed'], h
+        assert chain_of(after[h])['attached'] and not chain_of(after[h])['drift']
+    # ... and a rollback from there returns every host to the counter alone, keeping its program
+    back = fleet.adhoc('fleet', 'ebpf_chain', {'interface': 'probe0', 'rollback': True})
+    for h in fleet.hosts:
+        assert back[h]['changed'] is True and [p['name'] for p in back[h]['chain']['probes']] == ['seen'], h
+        assert back[h]['chain']['probes'][0]['prog_id'] == probes_of(after[h])[0][2]
