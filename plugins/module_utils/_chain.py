@@ -113,7 +113,6 @@ class Chain:
         self.mode_change = None  # (from, to) when the XDP chain must change mode
         self.head_mode = xdp_mode  # the XDP mode head swaps use: the attached one until the mode switch
         self.hold_found = False
-        self._slots_taken = set()
         self._event_fds = {}
 
     @property
@@ -358,9 +357,14 @@ class Chain:
         try:
             if self.progs_fd is None:
                 self._create_plumbing(next(iter(images.values()))[0] if images else None)
+            slots = []
+            for _d in region:
+                slots.append(self._free_slot(set(slots)))
+            if self.live:  # a run killed before its switch leaves these slots filled: the next run clears them
+                self._save(pending_slots=self._pending_slots() | set(slots))
             succ = self.live[len(self.live) - (len(desired) - last)] if last < len(desired) else None
-            for d in reversed(region):
-                built.insert(0, self._build(d, images[d.name], succ, plan))
+            for d, slot in reversed(list(zip(region, slots))):
+                built.insert(0, self._build(d, images[d.name], slot, succ, plan))
                 succ = built[0].rec
             self._configure(plan, region)
         except Exception:
@@ -434,15 +438,13 @@ class Chain:
         raise NetprobeError('no free slot in the chain\'s program array (%d slots): remove the chain '
                             '(state: absent) and apply it again' % size)
 
-    def _build(self, d, image_how, succ, plan):
+    def _build(self, d, image_how, slot, succ, plan):
         """Load the probe's new copy at a free slot over its maps (kept, or fresh), linked to succ."""
         image, how = image_how
         old = self.record(d.name)
         spec = next((s for s in plan.compile if s.name == d.name), None)
         given = spec or (d if isinstance(d, ProbeSpec) else old)  # where source, cflags and origin come from
         config = d.config if isinstance(d, ProbeSpec) else old.config
-        slot = self._free_slot(self._slots_taken)
-        self._slots_taken.add(slot)
         rec = ProbeRecord(d.name, origin=given.origin, source=given.source, cflags=given.cflags, config=config,
                           source_hash=_compile.sha256(given.source), spec_hash=image.spec_hash,
                           image_hash=image.hash, build=how, slot=slot, copy=(old.copy + 1 if old else 1),
@@ -516,13 +518,17 @@ class Chain:
             fds[m.name] = fd
         return fds, reused
 
-    def _clear_unused_slots(self):
-        """After a switch and a grace period: entries of slots no live copy uses belong to nothing reachable
-        (left by a killed run). Clearing them lets the programs they hold go."""
+    def _pending_slots(self):
+        return set((self.state or {}).get('pending_slots') or [])
+
+    def _clear_unused_slots(self, retired):
+        """After a switch and a grace period: the retired copies' slots, and slots a killed run filled (its
+        pending_slots), lead nowhere reachable any more. Clearing them lets the programs they hold go."""
         used = set(r.slot for r in self.live)
-        for slot in range(_bpf.map_info(self.progs_fd)['max_entries']):
-            if slot not in used:
-                _bpf.map_delete(self.progs_fd, _u32(slot))
+        for slot in sorted((set(retired) | self._pending_slots()) - used):
+            _bpf.map_delete(self.progs_fd, _u32(slot))
+        if self.state:
+            self.state['pending_slots'] = []
 
     @staticmethod
     def _pin(fd, path):
@@ -585,7 +591,7 @@ class Chain:
         self.live = new_live
         if old_part or built:
             _swap.wait_for_running_programs()
-            self._clear_unused_slots()
+            self._clear_unused_slots([old.slot for old in old_part if not old.lost])
         names = set(d.name for d in desired)
         for old in old_part:  # their slots were cleared with the unused ones
             self.release(old)
@@ -597,7 +603,6 @@ class Chain:
                 _state.unpin(self.paths.prog_pin(old.name, old.copy, old.gen, twin))
             if new.gen != old.gen:
                 _state.remove_tree(self.paths.gen_dir(old.name, old.gen))
-        self._slots_taken = set()
 
     def _clear_stale_pins(self):
         """Pins of a chain whose metadata is gone cannot be trusted: start clean."""
@@ -712,7 +717,7 @@ class Chain:
 
     # --- save and destroy ------------------------------------------------------------------
 
-    def _save(self):
+    def _save(self, pending_slots=()):
         if not self.live:
             _state.delete_state(self.paths.state_file)
             return
@@ -720,6 +725,7 @@ class Chain:
             'version': _records.STATE_VERSION, 'netns': self.netns.spec, 'netns_id': self.netns.inode,
             'interface': self.interface, 'ifindex': self.ifindex, 'hook': self.hook, 'mode': self.mode,
             'xdp_mode': self.xdp_mode, 'probes': [r.to_json() for r in self.live],
+            'pending_slots': sorted(pending_slots or self._pending_slots()),
         }
         _state.save_state(self.paths.state_file, data)
 
