@@ -42,8 +42,10 @@ int npg_capture(struct __sk_buff *skb)
     struct npg_capture_event *e = npg_scratch.lookup(&zero);
     if (!e)
         return 0;
-    __u32 len = skb->len;
-    __u32 snap = c->param[0];
+    /* 64-bit on purpose: a 32-bit length is zero-extended into a copy whose bounds the
+     * verifier does not carry back to the register passed to the helper */
+    __u64 len = skb->len;
+    __u64 snap = c->param[0];
     if (len > snap)
         len = snap;
     if (len > NPG_SNAP_MAX)

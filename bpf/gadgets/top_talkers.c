@@ -45,10 +45,10 @@ int npg_top_talkers(struct __sk_buff *skb)
         return 0;
     __builtin_memcpy(k.saddr, p.saddr, 16);
     __builtin_memcpy(k.daddr, p.daddr, 16);
-    struct npg_flow_value *v = npg_flows.lookup(&k);
-    if (v) {
-        __sync_fetch_and_add(&v->packets, 1);
-        __sync_fetch_and_add(&v->bytes, skb->len);
+    struct npg_flow_value *counts = npg_flows.lookup(&k);
+    if (counts) {
+        __sync_fetch_and_add(&counts->packets, 1);
+        __sync_fetch_and_add(&counts->bytes, skb->len);
         return 0;
     }
     struct npg_flow_value first = {1, skb->len};

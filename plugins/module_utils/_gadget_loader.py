@@ -181,9 +181,10 @@ def compile_image(key, what, text, cflags, programs):
     return image, warning
 
 
-def _trim(text, lines=40):
-    parts = text.strip().splitlines()
-    return '\n'.join(parts[-lines:]) if len(parts) > lines else '\n'.join(parts)
+def _trim(text, lines=25, width=240):
+    """The end of a compiler or verifier log (where the reason is), bounded for a task's message."""
+    parts = [p if len(p) <= width else p[:width] + ' ...' for p in text.strip().splitlines()]
+    return '\n'.join(parts[-lines:])
 
 
 # --- loading -----------------------------------------------------------------------------------

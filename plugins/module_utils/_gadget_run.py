@@ -138,7 +138,13 @@ class GadgetRun:
                 raise NetprobeError('%s has no interface field: interfaces does not apply' % spec.name)
         self.filter_exprs = exprs
         self.enums = {}
-        self.filters = filters.parse(exprs, fmap, spec.kernel_fields())
+        self._btf = None
+        if spec.enums:  # filters may name enum values (reason == NO_SOCKET): the kernel's names
+            self._btf = Btf()
+            for enum_name, prefix in spec.enums.items():
+                self.enums[enum_name] = dict((v, n[len(prefix):] if n.startswith(prefix) else n)
+                                             for v, n in self._btf.enum(enum_name).items())
+        self.filters = filters.parse(exprs, fmap, spec.kernel_fields(), self.enums)
         for f in self.filters:
             if fmap[f.field].kernel_only and f.kernel_value is None:
                 raise NetprobeError('filter %r: %s can only be filtered in the kernel, with == != < > on a number'
@@ -177,9 +183,6 @@ class GadgetRun:
                 raise NetprobeError('tracepoint %s has no argument of type %s on this kernel (its arguments: %s)'
                                     % (tp, arg_type, ', '.join(args)))
             lines.append('#define NPG_ARG_%s %d' % (key, where[nth] if len(where) > nth else -1))
-        for enum_name, prefix in spec.enums.items():
-            self.enums[enum_name] = dict((v, n[len(prefix):] if n.startswith(prefix) else n)
-                                         for v, n in btf.enum(enum_name).items())
         return lines
 
     def _check_targets(self, btf):
@@ -216,7 +219,7 @@ class GadgetRun:
 
     def _image(self):
         spec = self.spec
-        btf = Btf() if (spec.offsets or spec.raw_args or spec.enums or
+        btf = self._btf or Btf() if (spec.offsets or spec.raw_args or spec.enums or
                         any(a.kind == 'raw_tracepoint' for a in spec.attach)) else None
         self._check_targets(btf)
         defines = self._kernel_defines(btf) if btf is not None else \
@@ -427,10 +430,11 @@ class GadgetRun:
             for iv in intervals:
                 for row in iv['_all']:
                     k = tuple(row.get(c) for c in row if c not in ('packets', 'bytes'))
-                    t = totals.setdefault(k, dict(row))
-                    if t is not row:
-                        t['packets'] += row['packets']
-                        t['bytes'] += row['bytes']
+                    if k in totals:
+                        totals[k]['packets'] += row['packets']
+                        totals[k]['bytes'] += row['bytes']
+                    else:
+                        totals[k] = dict(row)
             for iv in intervals:
                 del iv['_all']
             result['rows'] = self._sorted([self._project(r) for r in totals.values()])[:opts.max_rows]
