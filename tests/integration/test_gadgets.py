@@ -409,40 +409,76 @@ def test_custom_tracer_on_a_tracepoint_mounts_tracefs_only_while_it_attaches(lab
 # --- bad input ---------------------------------------------------------------------------------
 
 
-def test_bad_input_fails_with_a_clear_message(lab):
-    assert_fails(dict(gadget='trace_nothing'), 'trace_nothing', 'trace_tcp')
-    assert_fails(dict(gadget='trace_tcp', fields=['dport', 'colour']), 'unknown field colour', 'dport')
-    assert_fails(dict(gadget='trace_tcp', filter=['dport = 80']), 'bad filter', 'dport = 80')
-    assert_fails(dict(gadget='trace_tcp', filter=['port == 80']), "unknown field 'port'")
-    assert_fails(dict(gadget='trace_tcp', filter=['dport == eighty']), 'not a valid int')
-    assert_fails(dict(gadget='trace_tcp', filter=['comm ~ (']), 'bad regular expression')
-    assert_fails(dict(gadget='trace_tcp', duration=0), 'duration must be between')
-    assert_fails(dict(gadget='trace_tcp', duration=99999), 'duration must be between')
-    assert_fails(dict(gadget='trace_tcp', max_events=0), 'max_events must be between')
-    assert_fails(dict(gadget='trace_tcp', max_rows=10 ** 6), 'max_rows must be between')
-    assert_fails(dict(gadget='trace_dns', params=dict(prot=53)), 'no param prot', 'port')
-    assert_fails(dict(gadget='trace_dns', params=dict(port=70000)), 'param port must be between')
-    assert_fails(dict(gadget='trace_drop', params=dict(buffer_kb=5)), 'power of two')
-    assert_fails(dict(gadget='trace_tcp', interval=1), 'interval applies to top gadgets')
-    assert_fails(dict(gadget='snapshot_socket', netns='npt-no-such-ns'), 'npt-no-such-ns', 'not found')
-    assert_fails(dict(gadget='capture', netns=lab.ns_b, interfaces=['nope0']), "'nope0' not found")
+BAD_INPUT_PLAY = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - netprobe.ebpf.ebpf_gadget:
+        gadget: "{{ item.gadget | default(omit) }}"
+        tracer: "{{ item.tracer | default(omit) }}"
+        duration: "{{ item.duration | default(omit) }}"
+        max_events: "{{ item.max_events | default(omit) }}"
+        max_rows: "{{ item.max_rows | default(omit) }}"
+        interval: "{{ item.interval | default(omit) }}"
+        filter: "{{ item.filter | default(omit) }}"
+        fields: "{{ item.fields | default(omit) }}"
+        netns: "{{ item.netns | default(omit) }}"
+        interfaces: "{{ item.interfaces | default(omit) }}"
+        params: "{{ item.params | default(omit) }}"
+      loop: "{{ cases }}"
+      register: out
+      ignore_errors: true
+    - ansible.builtin.copy:
+        content: "{{ out.results | to_json }}"
+        dest: "{{ dest }}"
+        mode: '0600'
+"""
 
-    def tracer(source, kind='raw_tracepoint', target='sched_process_exec'):
+
+def test_bad_input_fails_with_a_clear_message(lab, tmp_path):
+    def tracer(source, kind='raw_tracepoint', target='sched_process_exec', fields=None):
         return dict(tracer=dict(source=source, attach=[dict(type=kind, target=target, function='on_exec')],
-                                fields=[dict(name='pid', type='u32'), dict(name='comm', type='str16')]),
+                                fields=fields or [dict(name='pid', type='u32'), dict(name='comm', type='str16')]),
                     duration=0.5)
 
-    assert_fails(tracer(EXEC_TRACER, target='no_such_event'), 'no raw tracepoint no_such_event')
-    assert_fails(tracer(EXEC_TRACER, 'tracepoint', 'sched:no_such_event'), 'no tracepoint sched:no_such_event')
-    assert_fails(tracer(EXEC_TRACER, 'kprobe', 'tcp_v4_connect'), 'kprobes are not available')
-    assert_fails(tracer('int on_exec(void *ctx) { return undefined_thing; }'), 'does not compile',
-                 'undefined_thing')
     rejected = 'int on_exec(struct bpf_raw_tracepoint_args *ctx) { return *(u32 *)((char *)ctx + 4096); }'
-    failed = assert_fails(tracer(rejected), 'rejected by the kernel verifier')
-    assert 'invalid bpf_context access' in failed['msg']
-    bad_layout = tracer(EXEC_TRACER)
-    bad_layout['tracer']['fields'] = [dict(name='pid', type='float')]
-    assert_fails(bad_layout, "type 'float'")
+    cases = [  # (args, what the message must say)
+        (dict(gadget='trace_nothing'), ['trace_nothing', 'trace_tcp']),
+        (dict(gadget='trace_tcp', fields=['dport', 'colour']), ['unknown field colour', 'dport']),
+        (dict(gadget='trace_tcp', filter=['dport = 80']), ['bad filter', 'dport = 80']),
+        (dict(gadget='trace_tcp', filter=['port == 80']), ["unknown field 'port'"]),
+        (dict(gadget='trace_tcp', filter=['dport == eighty']), ['not a valid int']),
+        (dict(gadget='trace_tcp', filter=['comm ~ (']), ['bad regular expression']),
+        (dict(gadget='trace_drop', filter=['reason == NO_SUCH_REASON']), ['not a valid enum']),
+        (dict(gadget='trace_tcp', duration=0), ['duration must be between']),
+        (dict(gadget='trace_tcp', duration=99999), ['duration must be between']),
+        (dict(gadget='trace_tcp', max_events=0), ['max_events must be between']),
+        (dict(gadget='trace_tcp', max_rows=10 ** 6), ['max_rows must be between']),
+        (dict(gadget='trace_dns', params=dict(prot=53)), ['no param prot', 'port']),
+        (dict(gadget='trace_dns', params=dict(port=70000)), ['param port must be between']),
+        (dict(gadget='trace_drop', params=dict(buffer_kb=5)), ['power of two']),
+        (dict(gadget='trace_tcp', interval=1), ['interval applies to top gadgets']),
+        (dict(gadget='snapshot_socket', netns='npt-no-such-ns'), ['npt-no-such-ns', 'not found']),
+        (dict(gadget='capture', netns=lab.ns_b, interfaces=['nope0']), ["'nope0' not found"]),
+        (tracer(EXEC_TRACER, target='no_such_event'), ['no raw tracepoint no_such_event']),
+        (tracer(EXEC_TRACER, 'tracepoint', 'sched:no_such_event'), ['no tracepoint sched:no_such_event']),
+        (tracer(EXEC_TRACER, 'kprobe', 'tcp_v4_connect'), ['kprobes are not available']),
+        (tracer('int on_exec(void *ctx) { return undefined_thing; }'), ['does not compile', 'undefined_thing']),
+        (tracer(rejected), ['rejected by the kernel verifier', 'invalid bpf_context access']),
+        (tracer(EXEC_TRACER, fields=[dict(name='pid', type='float')]), ["type 'float'"]),
+    ]
+    dest = str(tmp_path / 'results.json')
+    play = tmp_path / 'bad.yml'
+    play.write_text(BAD_INPUT_PLAY)
+    rc, _recap, output = run_playbook(str(play), extra_vars=dict(cases=[c for c, _n in cases], dest=dest))
+    with open(dest) as f:
+        results = json.load(f)
+    assert len(results) == len(cases), output
+    for (args, needles), result in zip(cases, results):
+        assert result.get('failed'), (args, result)
+        for needle in needles:
+            assert needle in result['msg'], (args, result['msg'])
+        assert 'Traceback' not in result['msg'] and len(result['msg']) < 8000, args
 
 
 # --- check mode and nothing left behind --------------------------------------------------------
