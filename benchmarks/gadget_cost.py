@@ -6,7 +6,7 @@ plain netprobe.ebpf.ebpf_facts run.
 
 Interleaved for N rounds, in a random order each round, the ad-hoc commands users type:
 
-    ansible localhost -m netprobe.ebpf.ebpf_facts
+    ansible localhost -m netprobe.ebpf.ebpf_facts -a 'gather_subset=all'
     ansible localhost -m netprobe.ebpf.ebpf_gadget -a 'gadget=trace_drop duration=0.5'   (first: cache removed)
     ansible localhost -m netprobe.ebpf.ebpf_gadget -a '... other params and filters ...'   (repeat: cached)
 
@@ -39,14 +39,15 @@ def adhoc(module, args):
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     wall = time.monotonic() - started
     out = proc.stdout
-    result = json.JSONDecoder().raw_decode(out[out.index('{'):])[0] if '{' in out else {}
+    start = out.find('localhost | ')
+    result = json.JSONDecoder().raw_decode(out[out.index('{', start):])[0] if start >= 0 else {}
     if proc.returncode != 0 or result.get('failed'):
         raise RuntimeError('%s failed: %s' % (module, out[-2000:] + proc.stderr[-2000:]))
     return wall, result
 
 
 VARIANTS = {
-    'ebpf_facts': lambda: adhoc('ebpf_facts', {}),
+    'ebpf_facts': lambda: adhoc('ebpf_facts', dict(gather_subset=['all'])),
     'gadget first (compile)': lambda: (shutil.rmtree(CACHE, ignore_errors=True),
                                        adhoc('ebpf_gadget', dict(gadget='trace_drop', duration=DURATION)))[1],
     'gadget repeat (other params)': lambda: adhoc('ebpf_gadget', dict(
