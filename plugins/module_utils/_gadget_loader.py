@@ -36,11 +36,10 @@ from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import Netpr
 from ansible_collections.netprobe.ebpf.plugins.module_utils._state import makedirs_private
 
 CACHE_DIR = '/var/cache/netprobe/gadgets'
-MAP_CREATE, PROG_LOAD, RAW_TRACEPOINT_OPEN = 0, 5, 17
-PROG_TYPES = {'socket_filter': 1, 'kprobe': 2, 'tracepoint': 5, 'raw_tracepoint': 17}
+RAW_TRACEPOINT_OPEN = 17
 BPF_LD_IMM64 = 0x18
 BPF_PSEUDO_MAP_FD = 1
-LOG_SIZE = 1 << 20
+BPF_PSEUDO_MAP_VALUE = 2
 _PERF_EVENT_OPEN = {'x86_64': 298, 'aarch64': 241, 'armv7l': 364, 'ppc64le': 319, 's390x': 331}
 PERF_TYPE_TRACEPOINT = 2
 PERF_FLAG_FD_CLOEXEC = 8
@@ -170,6 +169,9 @@ def compile_image(key, what, text, cflags, programs):
             relocs = []
             for idx in range(len(insns) // 8):
                 code, regs, _off, imm = struct.unpack_from('=BBhi', insns, idx * 8)
+                if code == BPF_LD_IMM64 and (regs >> 4) == BPF_PSEUDO_MAP_VALUE:
+                    raise NetprobeError('%s: %s() uses global or static variables, which gadget images do not '
+                                        'carry: keep state in a map (BPF_ARRAY)' % (what, function))
                 if code == BPF_LD_IMM64 and (regs >> 4) == BPF_PSEUDO_MAP_FD:
                     if imm not in by_fd:
                         raise NetprobeError('%s: %s() references a map bcc did not declare' % (what, function))
@@ -200,6 +202,7 @@ class Loaded:
         self.prog_ids = {}
         self.links = []      # fds of raw tracepoint links and perf events
         self.sockets = []
+        self.keep = []       # buffers the kernel was given pointers to (kprobe symbol names)
 
     def close(self):
         for s in self.sockets:
@@ -213,40 +216,25 @@ class Loaded:
 
 
 def map_create(mdef, max_entries=None, name=''):
-    attr = struct.pack('=IIIIIII16s', mdef.type, mdef.key_size, mdef.value_size,
-                       max_entries or mdef.max_entries, mdef.flags, 0, 0, name.encode()[:15])
     try:
-        return _bpf.bpf(MAP_CREATE, attr)
-    except _bpf.BpfError as e:
+        return _bpf.map_create(_bpf.MAP_TYPES.get(mdef.type, mdef.type), mdef.key_size, mdef.value_size,
+                               max_entries or mdef.max_entries, mdef.flags, name)
+    except (KeyError, _bpf.BpfError) as e:
         raise NetprobeError('could not create map %s (%s): %s' % (mdef.name, _bpf.MAP_TYPES.get(mdef.type, mdef.type), e))
 
 
 def prog_load(prog_type, insns, name, what):
-    """BPF_PROG_LOAD; a rejection is retried with the verifier log on, for the message."""
-    code = ctypes.create_string_buffer(bytes(insns), len(insns))
-    lic = ctypes.create_string_buffer(b'GPL')
-
-    def attempt(log_level):
-        log = ctypes.create_string_buffer(LOG_SIZE) if log_level else None
-        attr = struct.pack('=IIQQIIQII16sII', PROG_TYPES[prog_type], len(insns) // 8, ctypes.addressof(code),
-                           ctypes.addressof(lic), log_level, LOG_SIZE if log_level else 0,
-                           ctypes.addressof(log) if log is not None else 0, 0, 0, name.encode()[:15], 0, 0)
-        try:
-            return _bpf.bpf(PROG_LOAD, attr), None
-        except _bpf.BpfError as e:
-            return None, (e, log.value.decode('utf-8', 'replace') if log is not None else '')
-
-    fd, failure = attempt(0)
-    if fd is not None:
-        return fd
-    fd, failure = attempt(1)
-    if fd is not None:
-        return fd
-    err, log = failure
-    if err.errno == errno.EPERM:
-        raise NetprobeError('%s: loading a BPF program was refused (%s): run as root with bpf() allowed' % (what, err))
-    raise NetprobeError('%s was rejected by the kernel verifier (%s):\n%s' % (what, err, _trim(log)),
-                        verifier_log=log[-20000:])
+    try:
+        return _bpf.prog_load(prog_type, insns, name)
+    except _bpf.VerifierRejection as e:
+        raise NetprobeError('%s was rejected by the kernel verifier (%s):\n%s' % (what, os.strerror(e.errno),
+                                                                                 _trim(e.log)),
+                            verifier_log=e.log[-20000:])
+    except _bpf.BpfError as e:
+        if e.errno == errno.EPERM:
+            raise NetprobeError('%s: loading a BPF program was refused (%s): run as root with bpf() allowed'
+                                % (what, e))
+        raise NetprobeError('%s could not be loaded: %s' % (what, e))
 
 
 def load(image, tag, what, sizes=None):
@@ -345,7 +333,7 @@ def attach_kprobe(loaded, function, symbol):
     with open(KPROBE_PMU) as f:
         ptype = int(f.read())
     name = ctypes.create_string_buffer(symbol.encode())
-    loaded.keep = getattr(loaded, 'keep', []) + [name]
+    loaded.keep.append(name)
     _perf_attach(loaded, function, _perf_attr(ptype, 0, ctypes.addressof(name)), 'kprobe %s' % symbol)
 
 

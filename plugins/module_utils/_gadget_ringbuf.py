@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ctypes
 import mmap
 import select
 import struct
@@ -52,6 +53,10 @@ class RingBuffer:
             struct.pack_into('=Q', self.consumer, 0, cons)
         return n
 
+    def skip(self):
+        """Drop what is waiting (events from before this run)."""
+        struct.pack_into('=Q', self.consumer, 0, struct.unpack_from('=Q', self.producer, 0)[0])
+
     def wait(self, timeout):
         self.poll.poll(max(timeout, 0))
 
@@ -64,9 +69,7 @@ class RingBuffer:
 def percpu_sum(map_fd, key=0):
     """Sum of a per-CPU u64 array entry (the gadgets' lost counter)."""
     ncpu = _bpf.possible_cpus()
-    k = struct.pack('=I', key)
-    import ctypes  # pylint: disable=import-outside-toplevel
-    kb = ctypes.create_string_buffer(k, 4)
+    kb = ctypes.create_string_buffer(struct.pack('=I', key), 4)
     vb = ctypes.create_string_buffer(8 * ncpu)
     if not _bpf.map_lookup(map_fd, kb, vb):
         return 0

@@ -10,6 +10,7 @@ __metaclass__ = type
 
 import ctypes
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from ansible_collections.netprobe.ebpf.plugins.module_utils import _gadget_filte
 from ansible_collections.netprobe.ebpf.plugins.module_utils._compile import sha256
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 from ansible_collections.netprobe.ebpf.plugins.module_utils._gadget_btf import Btf, identity
+from ansible_collections.netprobe.ebpf.plugins.module_utils._gadget_chain import ChainEvents
 from ansible_collections.netprobe.ebpf.plugins.module_utils._gadget_enrich import Enricher
 from ansible_collections.netprobe.ebpf.plugins.module_utils._gadget_pcap import PcapWriter
 from ansible_collections.netprobe.ebpf.plugins.module_utils._gadget_ringbuf import RingBuffer, percpu_sum
@@ -58,6 +60,7 @@ class RunContext:
     enums: Dict[str, Dict[int, str]]
     netns_path: Optional[str]
     pending: Dict = field(default_factory=dict)
+    chain: object = None
 
 
 def check_range(name, value, low, high, unit=''):
@@ -131,7 +134,15 @@ class GadgetRun:
             self.sort_key = sort_by.lstrip('-+')
             if self.sort_key not in columns:
                 raise NetprobeError('sort_by %r: no such field; fields of %s: %s' % (sort_by, spec.name, ', '.join(columns)))
-        self.netns = _netlink.Netns(o.netns) if o.netns or spec.kind in ('snapshot',) or self._packet_gadget else None
+        self.netns = _netlink.Netns(o.netns) if (o.netns or spec.kind == 'snapshot' or self._packet_gadget
+                                                 or self._chain_gadget) else None
+        if self._chain_gadget:
+            if len(o.interfaces) != 1:
+                raise NetprobeError('chain_events reads one chain: give its interface, and only it, in interfaces')
+            for name, choices in (('hook', ('ingress', 'egress')), ('mode', ('xdp', 'tc', None))):
+                if self.params[name] not in choices:
+                    raise NetprobeError('param %s of chain_events must be one of %s (got %r)'
+                                        % (name, ', '.join(c for c in choices if c), self.params[name]))
         exprs = list(o.filter or [])
         if o.interfaces:
             if 'interface' not in fmap:
@@ -149,6 +160,10 @@ class GadgetRun:
             if fmap[f.field].kernel_only and f.kernel_value is None:
                 raise NetprobeError('filter %r: %s can only be filtered in the kernel, with == != < > on a number'
                                     % (f.text, f.field))
+
+    @property
+    def _chain_gadget(self):
+        return self.spec.name == 'chain_events'
 
     @property
     def _packet_gadget(self):
@@ -226,9 +241,9 @@ class GadgetRun:
             ['#define NPG_F_%s %d' % (n.upper(), i) for n, i in spec.field_ids().items()]
         text = self._text(defines)
         programs = dict((a.function, PROG_TYPE_OF[a.kind]) for a in spec.attach)
-        import bcc  # pylint: disable=import-outside-toplevel
-        key = sha256(text, repr(sorted(programs.items())), identity(), getattr(bcc, '__version__', ''),
-                     *self._formats())[:32]
+        # what decides the bytecode: the C with its kernel constants, the programs, the kernel (bcc is not
+        # part of the key, so a run with a cached image needs no bcc at all)
+        key = sha256(text, repr(sorted(programs.items())), identity(), *self._formats())[:32]
         image = loader.cached_image(key)
         self.cost['image'] = 'cached'
         if image is None:
@@ -270,6 +285,8 @@ class GadgetRun:
         ctx = RunContext(self.enrich, self.enums, self.netns.path if self.netns and self.netns.spec else None)
         if self.spec.kind == 'snapshot':
             result = self._snapshot()
+        elif self._chain_gadget:
+            result = self._chain_events(ctx)
         else:
             result = self._run_bpf(ctx)
         self.cost['wall_s'] = round(time.monotonic() - started, 3)
@@ -295,10 +312,13 @@ class GadgetRun:
                                         self.netns.inode))
         if len(ifindexes) == 1 and 'ifindex' in spec.kernel_fields() and not self._packet_gadget:
             extra.append(filters.Filter('ifindex == %d' % ifindexes[0], 'ifindex', '==', ifindexes[0], ifindexes[0]))
+        elif self.opts.interfaces and not self._packet_gadget:
+            pattern = '^(%s)$' % '|'.join(re.escape(i) for i in self.opts.interfaces)
+            extra.append(filters.Filter('interface ~ %s' % pattern, 'interface', '~', re.compile(pattern)))
         return extra
 
     def _run_bpf(self, ctx):
-        spec, opts = self.spec, self.opts
+        spec = self.spec
         ifindexes = self._ifindexes() if self.netns is not None else []
         self.filters = self._scope_filters(ifindexes) + self.filters
         needs_tracefs = any(a.kind == 'tracepoint' for a in spec.attach)
@@ -377,6 +397,8 @@ class GadgetRun:
         if spec.kind == 'capture':
             path = self.params.get('path') or '/tmp/netprobe-capture-%s.pcap' % self.tag
             pcap = PcapWriter(path, self.params['snaplen'])
+        elif self._chain_gadget and self.params.get('path'):
+            pcap = PcapWriter(self.params['path'], 65535)
 
         def handle(data):
             self.cost['events_read'] += 1
@@ -386,8 +408,9 @@ class GadgetRun:
             if rec is None or not self._keep(rec):
                 self.cost['filtered'] += 1
                 return
-            if pcap is not None:
-                pcap.write(*rec.pop('_packet'))
+            packet = rec.pop('_packet', None)
+            if pcap is not None and packet is not None:
+                pcap.write(*packet)
             events.append(self._project(rec))
             if len(events) >= opts.max_events:
                 state['stop'] = True
@@ -419,6 +442,8 @@ class GadgetRun:
         result = dict(truncated=state['stop'])
         if spec.kind == 'trace':
             result['events'] = self._sorted(events) if opts.sort_by else events
+            if pcap is not None:
+                result.update(pcap=pcap.path, packets=pcap.count)
         elif spec.kind == 'capture':
             result.update(events=events, pcap=pcap.path, packets=pcap.count, snaplen=self.params['snaplen'])
         elif spec.kind == 'top':
@@ -470,6 +495,26 @@ class GadgetRun:
         ordered = self._sorted(rows)
         return dict(interval=index, time=ctx.enrich.iso(int(time.monotonic() * 1e9)), flows=len(rows),
                     rows=[self._project(r) for r in ordered[:self.opts.max_rows]], _all=rows)
+
+    # --- chain events ---------------------------------------------------------------------------
+
+    def _chain_events(self, ctx):
+        self._ifindexes()  # the interface must exist in the namespace
+        hook = self.params['hook']
+        mode = self.params['mode'] or ('xdp' if hook == 'ingress' else 'tc')
+        reader = ChainEvents(self.netns, self.opts.interfaces[0], hook, mode)
+        ctx.chain = reader
+        try:
+            reader.open(self.params['from_start'])
+            started = time.monotonic()
+            result = self._read(None, reader.ring, ctx)
+            self.cost['read_s'] = round(time.monotonic() - started, 3)
+            result['lost'] = reader.lost()
+        finally:
+            reader.close()
+        result['chain'] = dict(interface=self.opts.interfaces[0], chain=reader.chain,
+                               probes=sorted(n for n in reader.probes.values() if n))
+        return result
 
     # --- snapshot -------------------------------------------------------------------------------
 

@@ -331,6 +331,38 @@ CAPTURE = GadgetSpec(
                   '/tmp/netprobe-capture-<tag>.pcap); fetch it with ansible.builtin.fetch.')],
     min_size=_CAP.size, decode=decode_capture)
 
+# --- chain_events -------------------------------------------------------------------------------
+
+
+def decode_chain(data, run):
+    head, payload = run.chain.decode(data)
+    sample = head['kind'] == 1
+    rec = dict(time=run.enrich.iso(head['ts']), interface=run.enrich.ifname(head['ifindex'], netns_path=run.netns_path),
+               ifindex=head['ifindex'], probe=head['probe'], slot=head['slot'],
+               kind='sample' if sample else str(head['kind']), pkt_len=head['pkt_len'], cap_len=head['cap_len'],
+               data=None if sample else payload.hex(), family=None, proto=None, saddr=None, sport=None, daddr=None,
+               dport=None)
+    if sample:
+        rec.update(dec.packet_fields(payload))
+        rec['_packet'] = (run.enrich.wall(head['ts']), head['pkt_len'], payload)
+    return rec
+
+
+CHAIN_EVENTS = GadgetSpec(
+    'chain_events', 'trace', "Messages and packet samples a chain's probes send (np_emit, np_sample)",
+    [Field('time', 'str', 'When the probe sent it (UTC).')] + _IFACE[:2]
+    + [Field('probe', 'str', 'Name of the probe that sent it.'), Field('slot', 'int', "The sending copy's slot."),
+       Field('kind', 'str', 'sample (np_sample), or the number the probe gave np_emit (16 and up).'),
+       Field('pkt_len', 'int', 'Length of the packet the probe saw.'),
+       Field('cap_len', 'int', 'Bytes of message or sample that came.'),
+       Field('data', 'str', 'The message bytes, in hex (messages only).')]
+    + [Field('proto', 'proto', 'L4 protocol (samples).')] + [Field(f.name, f.ftype, f.doc + ' (samples)') for f in _FLOW],
+    params=[Param('hook', 'str', 'ingress', 'The chain: ingress or egress.'),
+            Param('mode', 'str', None, 'The chain: xdp or tc (default xdp on ingress, tc on egress).'),
+            Param('path', 'str', None, 'Also write the packet samples to this pcap file on the target.'),
+            Param('from_start', 'bool', False, 'Also return events that waited in the ring buffer before the run.')],
+    decode=decode_chain, min_size=32)
+
 # --- snapshot_socket ----------------------------------------------------------------------------
 
 SNAPSHOT_SOCKET = GadgetSpec(
@@ -345,7 +377,7 @@ SNAPSHOT_SOCKET = GadgetSpec(
     default_sort='sport')
 
 BUNDLED = dict((g.name, g) for g in (TRACE_TCP, TRACE_DROP, TRACE_DNS, TOP_TALKERS, PROFILE_TCPRTT, CAPTURE,
-                                     SNAPSHOT_SOCKET))
+                                     SNAPSHOT_SOCKET, CHAIN_EVENTS))
 
 # --- custom tracers -----------------------------------------------------------------------------
 

@@ -19,7 +19,10 @@ description:
     dropped, with its reason), C(trace_dns) (DNS queries and answers on interfaces), C(top_talkers)
     (bytes and packets per flow per interval), C(snapshot_socket) (TCP and UDP sockets of a network
     namespace), C(profile_tcprtt) (histogram of TCP round-trip times) and C(capture) (packets written as a
-    pcap file). Each is documented in docs/gadgets/<name>.md of the collection."
+    pcap file), and C(chain_events) (messages and packet samples the probes of a netprobe chain send with
+    C(np_emit) and C(np_sample), read from the chain's ring buffer; samples can be written as a pcap file,
+    which is how to capture at a position in a chain). Each is documented in docs/gadgets/<name>.md of the
+    collection."
   - O(tracer) runs C of your own instead, attached where you declare, with events decoded by the
     layout you declare, filtered and returned like the bundled gadgets' events.
   - Every kernel object of a run is held by the module process's file descriptors only (no pins), so
@@ -47,7 +50,7 @@ options:
     description:
       - A bundled gadget by name.
     type: str
-    choices: [trace_tcp, trace_drop, trace_dns, top_talkers, snapshot_socket, profile_tcprtt, capture]
+    choices: [trace_tcp, trace_drop, trace_dns, top_talkers, snapshot_socket, profile_tcprtt, capture, chain_events]
   tracer:
     description:
       - A tracer of your own (C compiled with bcc on the target). The C includes nothing itself
@@ -294,11 +297,11 @@ truncated:
   type: bool
 pcap:
   description: The pcap file written on the target.
-  returned: kind is capture
+  returned: kind is capture, or chain_events with params.path
   type: str
 packets:
   description: Packets written to the pcap file.
-  returned: kind is capture
+  returned: kind is capture, or chain_events with params.path
   type: int
 cost:
   description: What the run cost - wall_s, compile_s (0 when the compiled image was cached), load_s, read_s,
@@ -324,6 +327,10 @@ run_tag:
   description: The run's tag; its programs were named npg_<run_tag>.
   returned: always
   type: str
+chain:
+  description: chain_events - the chain that was read (interface, chain, probes).
+  returned: gadget is chain_events
+  type: dict
 plan:
   description: Check mode - what the run would load, attach and filter.
   returned: check mode

@@ -553,3 +553,71 @@ def test_fleet_playbook_prints_one_table_with_the_host_first_and_writes_json(lab
     assert lines[header + 1].split() == ['localhost', 'tcp', 'LISTEN', '0.0.0.0', '8444']
     with open(dest) as f:
         assert json.load(f) == [dict(host='localhost', proto='tcp', state='LISTEN', saddr='0.0.0.0', sport=8444)]
+
+
+# --- chain events ------------------------------------------------------------------------------
+
+EMITTER = r'''
+#include "netprobe.h"
+NP_PROBE(ctx)
+{
+    struct np_packet pkt;
+    __u32 seq = 0;
+    if (np_parse(ctx, &pkt) < 0 || !pkt.udp)
+        return NP_PASS;
+    if (pkt.dport == 7000) {
+        if ((void *)(pkt.udp + 1) + 4 > pkt.data_end)
+            return NP_PASS;
+        __builtin_memcpy(&seq, (void *)(pkt.udp + 1), 4);
+        np_emit(ctx, NP_EVENT_USER + 1, &seq, 4);
+    } else if (pkt.dport == 7001) {
+        np_sample(ctx, 64);
+    }
+    return NP_PASS;
+}
+'''
+
+
+def send_sequence(lab, count, port=7000, batch=100):
+    """count datagrams carrying their number (little-endian u32), in batches the receive backlog holds."""
+    s = lab.open_socket(lab.ns_a)
+    for i in range(count):
+        s.sendto(struct.pack('<I', i) + b'x' * 28, (lab.ip_b, port))
+        if i % batch == batch - 1:
+            time.sleep(0.01)
+    s.close()
+    lab._sockets.remove(s)
+
+
+def test_chain_events_returns_probe_messages_in_order_and_samples_as_pcap(lab, tmp_path):
+    chain = dict(interface=lab.if_b, netns=lab.ns_b, hook='ingress')
+    deployed = run_module('ebpf_chain', dict(chain, probes=[dict(name='emitter', source=EMITTER)]))
+    assert not deployed.get('failed'), deployed.get('msg')
+    path = str(tmp_path / 'samples.pcap')
+    args = dict(gadget='chain_events', netns=lab.ns_b, interfaces=[lab.if_b], duration=1, max_events=10000)
+    try:
+        send_sequence(lab, 50)
+        lab.send_udp(5, 7001, payload=b's' * 100)
+        # what waited in the ring buffer: every message, in order, nothing lost; the samples as pcap
+        got = run_module('ebpf_gadget', dict(args, params=dict(from_start=True, path=path)))
+        assert not got.get('failed'), got.get('msg')
+        messages = [e for e in got['events'] if e['kind'] == '17']
+        samples = [e for e in got['events'] if e['kind'] == 'sample']
+        assert [struct.unpack('<I', bytes.fromhex(e['data']))[0] for e in messages] == list(range(50))
+        assert all(e['probe'] == 'emitter' and e['interface'] == lab.if_b for e in messages)
+        assert len(samples) == 5 and all(e['dport'] == 7001 and e['cap_len'] == 64 for e in samples)
+        assert got['lost'] == 0 and got['packets'] == 5
+        snaplen, packets = read_pcap(path)
+        assert [(orig, len(data)) for orig, data in packets] == [(14 + 20 + 8 + 100, 64)] * 5
+        # a run without from_start skips what it did not see arrive
+        again = run_module('ebpf_gadget', dict(args, duration=0.3))
+        assert not again.get('failed') and again['events'] == [], again.get('msg')
+        # an overflow on purpose: nobody reads while 4000 messages go to a 256 KiB ring buffer
+        send_sequence(lab, 4000)
+        full = run_module('ebpf_gadget', dict(args, fields=['kind', 'data'], params=dict(from_start=True)))
+        assert not full.get('failed'), full.get('msg')
+        seqs = [struct.unpack('<I', bytes.fromhex(e['data']))[0] for e in full['events'] if e['kind'] == '17']
+        assert full['lost'] > 0 and len(seqs) + full['lost'] == 4000, (len(seqs), full['lost'])
+        assert seqs == sorted(seqs) and seqs[0] == 0  # the first ones fitted, in order
+    finally:
+        run_module('ebpf_chain', dict(chain, state='absent'))
