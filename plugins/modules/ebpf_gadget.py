@@ -353,7 +353,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             gadget=dict(type='str', choices=['trace_tcp', 'trace_drop', 'trace_dns', 'top_talkers', 'snapshot_socket',
-                                             'profile_tcprtt', 'capture']),
+                                             'profile_tcprtt', 'capture', 'chain_events']),
             tracer=dict(type='dict', options=dict(
                 name=dict(type='str', default='custom'), source=dict(type='str'), src=dict(type='path'),
                 attach=dict(type='list', elements='dict', required=True, options=ATTACH_SPEC),
