@@ -71,14 +71,19 @@ def main():
     rows = []
     for name, runs in samples.items():
         cost = [r.get('cost', {}) for _w, r in runs]
-        med = lambda key: statistics.median(c.get(key, 0) for c in cost) if cost and cost[0] else None  # noqa: E731
+
+        def med(key, cost=cost):
+            return statistics.median(c.get(key, 0) for c in cost) if cost and cost[0] else None
+
         rows.append(dict(variant=name, wall_s=round(statistics.median(w for w, _r in runs), 2),
                          module_s=med('wall_s'), compile_s=med('compile_s'), load_s=med('load_s'),
                          read_s=med('read_s')))
     print('| run | ansible wall (median) | module wall | compile | load + attach | read |')
     print('| --- | ---: | ---: | ---: | ---: | ---: |')
+    def fmt(v):
+        return '' if v is None else '%.3f s' % v
+
     for r in rows:
-        fmt = lambda v: '' if v is None else '%.3f s' % v  # noqa: E731
         print('| %s | %.2f s | %s | %s | %s | %s |' % (r['variant'], r['wall_s'], fmt(r['module_s']),
                                                       fmt(r['compile_s']), fmt(r['load_s']), fmt(r['read_s'])))
     if a.json:

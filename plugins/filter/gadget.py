@@ -90,7 +90,9 @@ def gadget_table(results):
         return 'no events' + (' (failed on: %s)' % ', '.join(failed) if failed else '')
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    line = lambda values: '  '.join(v.ljust(widths[i]) for i, v in enumerate(values)).rstrip()  # noqa: E731
+    def line(values):
+        return '  '.join(v.ljust(widths[i]) for i, v in enumerate(values)).rstrip()
+
     out = [line([c.upper() for c in columns])]
     out.extend(line(r) for r in cells)
     lost = dict((h, r.get('lost')) for h, r in sorted((results or {}).items()) if isinstance(r, dict) and r.get('lost'))

@@ -120,7 +120,7 @@ options:
     description:
       - How long to run, in seconds (0.1 to 3600). Snapshot gadgets ignore it.
     type: float
-    default: 10
+    default: 10.0
   max_events:
     description:
       - Stop after this many events (1 to 100000). At most this many are kept, so memory is bounded
@@ -358,7 +358,7 @@ def main():
                 name=dict(type='str', default='custom'), source=dict(type='str'), src=dict(type='path'),
                 attach=dict(type='list', elements='dict', required=True, options=ATTACH_SPEC),
                 fields=dict(type='list', elements='dict', required=True, options=FIELD_SPEC))),
-            duration=dict(type='float', default=10),
+            duration=dict(type='float', default=10.0),
             max_events=dict(type='int', default=1000),
             interval=dict(type='float'),
             sort_by=dict(type='str'),
