@@ -46,7 +46,7 @@ options:
       - C(hold) (default) keeps the same probes on TC ingress during the switch, over the same maps - every
         packet meets the chain at least once; packets arriving during the switch (milliseconds) may meet
         it twice, so counters can count them twice. Dropping probes are safe.
-      - C(gap) switches without a stand-in: packets arriving during the switch pass unjudged.
+      - C(gap) switches without a stand-in - packets arriving during the switch pass unjudged.
     type: str
     default: hold
     choices: [hold, gap]

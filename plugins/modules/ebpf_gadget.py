@@ -41,6 +41,7 @@ attributes:
     description: Validates everything and reports what the run would load and attach, loading nothing.
   diff_mode:
     support: none
+    description: A gadget run changes nothing, so there is nothing to diff.
   platform:
     support: full
     platforms: posix
@@ -174,6 +175,11 @@ options:
         C(max_flows) for top_talkers, and C(buffer_kb) (ring buffer size) for every eBPF gadget.
     type: dict
     default: {}
+  _netprobe_gadget_files:
+    description:
+      - Internal. The C of C(bpf/gadgets/) (the header and the gadget's file), read on the controller and sent by
+        the module's action plugin. Do not set it.
+    type: dict
   run_tag:
     description:
       - Label of this run; the programs it loads are named C(npg_<run_tag>) (see C(bpftool prog)).

@@ -90,15 +90,6 @@ class Gadget:
         return False
 
 
-def assert_fails(args, *needles, check=False):
-    result = run_module('ebpf_gadget', args, check=check)
-    assert result.get('failed'), result
-    for needle in needles:
-        assert needle in result['msg'], result['msg']
-    assert 'Traceback' not in result['msg']
-    return result
-
-
 def listener(lab, port, ns=None):
     s = lab.open_socket(ns or lab.ns_b, socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
