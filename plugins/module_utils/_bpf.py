@@ -195,7 +195,7 @@ MAP_CREATE = 0
 PROG_LOAD = 5
 MAP_TYPE_IDS = dict((name, number) for number, name in MAP_TYPES.items())
 MAP_TYPE_IDS.update(array_of_maps=12)
-PROG_TYPE_IDS = {'xdp': 6, 'tc': 3}
+PROG_TYPE_IDS = {'xdp': 6, 'tc': 3, 'socket_filter': 1, 'kprobe': 2, 'tracepoint': 5, 'raw_tracepoint': 17}
 BPF_OBJ_NAME_LEN = 16
 VERIFIER_LOG_SIZE = 1 << 20  # bounded: a rejected program's log is cut here
 

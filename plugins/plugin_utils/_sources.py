@@ -24,6 +24,7 @@ from ansible_collections.netprobe.ebpf.plugins.plugin_utils import _prebuilt
 
 BPF_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), '..', '..', 'bpf'))
 PROBES_DIR = os.path.join(BPF_DIR, 'probes')
+GADGETS_DIR = os.path.join(BPF_DIR, 'gadgets')
 CODE_KEYS = ('source', 'src', 'probe')
 
 
@@ -51,8 +52,21 @@ def bpf_files():
     return dict((name, _read(os.path.join(BPF_DIR, name))) for name in HEADER_FILES)
 
 
+def gadget_file(name):
+    return _read(os.path.join(GADGETS_DIR, name))
+
+
 def bundled_probes():
     return sorted(f[:-2] for f in os.listdir(PROBES_DIR) if f.endswith('.c'))
+
+
+def read_controller_file(action, src, where):
+    """Text of a file of the playbook (searched like copy's src: files/, the role, the playbook dir)."""
+    try:
+        path = action._find_needle('files', src)
+    except Exception as e:
+        raise AnsibleActionFail('%s: %s not found on the controller: %s' % (where, src, e))
+    return _read(path, where)
 
 
 def resolve_code(action, spec, where):
@@ -64,11 +78,7 @@ def resolve_code(action, spec, where):
     if len(given) > 1:
         raise AnsibleActionFail('%s: give only one of source, src and probe (got %s)' % (where, ', '.join(given)))
     if spec.get('src'):
-        try:
-            path = action._find_needle('files', spec['src'])
-        except Exception as e:
-            raise AnsibleActionFail('%s: src %s not found on the controller: %s' % (where, spec['src'], e))
-        spec['source'] = _read(path, '%s: src' % where)
+        spec['source'] = read_controller_file(action, spec['src'], '%s: src' % where)
     elif spec.get('probe'):
         available = bundled_probes()
         if spec['probe'] not in available:

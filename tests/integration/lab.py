@@ -165,23 +165,39 @@ def ansible_env():
     return env
 
 
-def run_module(module, args, check=False, diff=False):
-    """Ad-hoc `ansible localhost -m netprobe.ebpf.<module> -a <json>`; returns the host's result dict."""
+def module_command(module, args, check=False, diff=False):
     cmd = [os.path.join(BIN, 'ansible'), 'localhost', '-m', 'netprobe.ebpf.' + module, '-a', json.dumps(args)]
     if check:
         cmd.append('--check')
     if diff:
         cmd.append('--diff')
-    proc = subprocess.run(cmd, cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=False)
-    start = proc.stdout.find('localhost | ')
-    if start >= 0 and ' => {' in proc.stdout[start:]:
-        status = proc.stdout[start:].split(' => ', 1)[0]
-        result = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index('{', start):])[0]
+    return cmd
+
+
+def module_result(returncode, stdout, stderr):
+    """The host's result dict from what `ansible localhost -m ...` printed."""
+    start = stdout.find('localhost | ')
+    if start >= 0 and ' => {' in stdout[start:]:
+        status = stdout[start:].split(' => ', 1)[0]
+        result = json.JSONDecoder().raw_decode(stdout[stdout.index('{', start):])[0]
         if 'FAILED' in status or 'UNREACHABLE' in status:
             result['failed'] = True
-        result['_output'] = proc.stdout  # the callback prints diffs here, not in the JSON
+        result['_output'] = stdout  # the callback prints diffs here, not in the JSON
         return result
-    raise AssertionError('ansible printed no result (rc %d):\n%s\n%s' % (proc.returncode, proc.stdout, proc.stderr))
+    raise AssertionError('ansible printed no result (rc %d):\n%s\n%s' % (returncode, stdout, stderr))
+
+
+def run_module(module, args, check=False, diff=False):
+    """Ad-hoc `ansible localhost -m netprobe.ebpf.<module> -a <json>`; returns the host's result dict."""
+    proc = subprocess.run(module_command(module, args, check, diff), cwd=REPO, env=ansible_env(),
+                          capture_output=True, text=True, check=False)
+    return module_result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start_module(module, args, check=False):
+    """The same, in the background: returns the Popen; module_result(p.returncode, *p.communicate())."""
+    return subprocess.Popen(module_command(module, args, check), cwd=REPO, env=ansible_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def run_playbook(playbook, extra_vars=None, check=False, diff=False, inventory=None):
