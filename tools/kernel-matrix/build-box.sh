@@ -32,7 +32,7 @@ newest_abi() {  # $1 = 5.10 | 6.1 | 6.12 | 7.x
 # Prints the extra package names of an ABI (none for the older, single-package kernels).
 abi_parts() {
   apt-cache show "linux-image-$1" | awk '/^Depends:/' | tr ',' '\n' |
-    grep -oE "linux-(base|binary|modules)-$(printf '%s' "$1" | sed 's/[.+]/\\&/g')" | sort -u
+    { grep -oE "linux-(base|binary|modules)-$(printf '%s' "$1" | sed 's/[.+]/\\&/g')" || true; } | sort -u
 }
 # linux-base at the version the image's Pre-Depends asks for, when the suite of the root fs is older
 linux_base_for() {
@@ -40,7 +40,7 @@ linux_base_for() {
   need="$(apt-cache show "linux-image-$1" | awk -F'linux-base \\(>= ' '/^Pre-Depends:/{split($2, a, ")"); print a[1]}' | head -1)"
   [ -n "$need" ] || return 0
   apt-cache madison linux-base | awk '{print $3}' | while read -r v; do
-    dpkg --compare-versions "$v" ge "$need" && echo "$v"
+    if dpkg --compare-versions "$v" ge "$need"; then echo "$v"; fi
   done | sort -V | tail -1
 }
 : > "$BUILD/kernels.env.new"
