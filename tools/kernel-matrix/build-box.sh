@@ -119,9 +119,13 @@ export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 # small initramfs that finds the virtio disk
 echo MODULES=list > /etc/initramfs-tools/conf.d/kernel-matrix.conf
 printf '%s\n' virtio_pci virtio_blk virtio_net ext4 crc32c_generic > /etc/initramfs-tools/modules
-# a newer linux-base first when a kernel's Pre-Depends asks for it (7.x)
-if ls /tmp/km/linux-base_*.deb >/dev/null 2>&1; then dpkg -i "$(ls /tmp/km/linux-base_*.deb | sort -V | tail -1)"; fi
 for abi in $(cat /tmp/km/abis); do
+  # a newer linux-base only when this kernel's Pre-Depends asks for it (7.x), after the older kernels:
+  # their maintainer scripts fail with the newer one
+  need=$(dpkg-deb -f /tmp/km/linux-image-"$abi"_*.deb Pre-Depends | grep -o 'linux-base (>= [^)]*' | awk '{print $3}' || true)
+  if [ -n "$need" ] && ! dpkg --compare-versions "$(dpkg-query -W -f='${Version}' linux-base)" ge "$need"; then
+    dpkg -i "$(ls /tmp/km/linux-base_*.deb | sort -V | tail -1)"
+  fi
   # the image with its split parts (linux-base-/linux-binary-/linux-modules-<abi>, 7.x) in one dpkg call
   dpkg -l "linux-image-$abi" 2>/dev/null | grep -q '^ii' ||
     dpkg -i $(ls /tmp/km/linux-*-"$abi"_*.deb /tmp/km/linux-image-"$abi"_*.deb 2>/dev/null | grep -v '/linux-headers-' | sort -u)
