@@ -320,12 +320,12 @@ class XdpNetlink(HeadAttachment):
         _netlink.xdp_attach(self.t.ipr, self.t.ifindex, new_fd, self.t.xdp_mode, expected_fd=expected_fd)
 
     def detach(self):
-        prog_id, mode = self._current()
-        if not prog_id:
+        state = self.query()
+        if not state.prog_id:  # nothing, or not ours: never detach a foreign program
             return
-        fd = _bpf.prog_fd_by_id(prog_id)
+        fd = _bpf.prog_fd_by_id(state.prog_id)
         try:
-            _netlink.xdp_detach(self.t.ipr, self.t.ifindex, mode or self.t.xdp_mode, fd)
+            _netlink.xdp_detach(self.t.ipr, self.t.ifindex, state.mode or self.t.xdp_mode, fd)
         finally:
             os.close(fd)
 
