@@ -119,6 +119,17 @@ export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 # small initramfs that finds the virtio disk
 echo MODULES=list > /etc/initramfs-tools/conf.d/kernel-matrix.conf
 printf '%s\n' virtio_pci virtio_blk virtio_net ext4 crc32c_generic > /etc/initramfs-tools/modules
+# linux-base >= 4.13 (needed by 7.x) hands run-parts two hook directories (/etc/kernel/<hook>.d and
+# /usr/share/kernel/<hook>.d); bookworm's run-parts (debianutils 5.7) takes exactly one: run it per directory
+mkdir -p /tmp/km/shim
+cat > /tmp/km/shim/run-parts <<'SHIM'
+#!/bin/sh
+opts=; dirs=
+for a in "$@"; do case "$a" in -*) opts="$opts $a" ;; *) dirs="$dirs $a" ;; esac; done
+for d in $dirs; do /bin/run-parts $opts "$d" || exit $?; done
+SHIM
+chmod +x /tmp/km/shim/run-parts
+export PATH="/tmp/km/shim:$PATH"
 for abi in $(cat /tmp/km/abis); do
   # a newer linux-base only when this kernel's Pre-Depends asks for it (7.x), after the older kernels:
   # their maintainer scripts fail with the newer one
