@@ -563,3 +563,129 @@ def observe_path(target, mode):
             if make(path, target).query().attached:
                 return path
     return None
+
+
+# --- the chain's view: one head, whichever path holds it ------------------------------------------
+
+HEAD_LINK = 'head_link'  # file name of a link pin in the chain's pin directory (bpffs: no dots)
+
+
+class ChainHead:
+    """The head of one chain, as the chain engine needs it: observe what holds it (and drift), set it
+    (attach, atomic replace, or migrate between paths: new attachment first, then the old one
+    removed), describe it for facts. `requested` is the module option (auto or a path choice) and
+    `position` the tc_position option (TCX only)."""
+
+    def __init__(self, netns, ifname, mode, hook, pin_dir, xdp_mode='skb', requested='auto', position=None,
+                 clsact_marker=None, own_name=None, filter_name='netprobe', have=None):
+        self.netns, self.ifname, self.mode, self.hook = netns, ifname, mode, hook
+        self.xdp_mode, self.requested = xdp_mode, requested or 'auto'
+        self.position = position if isinstance(position, Position) else Position.parse(position)
+        self.link_pin = os.path.join(pin_dir, HEAD_LINK)
+        self.clsact_marker, self.own_name, self.filter_name = clsact_marker, own_name, filter_name
+        self._have = have
+        self.ipr = self.ifindex = None
+        self.state = None    # HeadState of the path in use (or of the wanted path when nothing is attached)
+        self.in_use = None   # path holding our head now, None when nothing of ours is attached
+        self.drift = []
+
+    def bind(self, ipr, ifindex):
+        self.ipr, self.ifindex = ipr, ifindex
+        return self
+
+    def _target(self):
+        return Target(self.netns, self.ipr, self.ifindex, self.ifname, self.hook, self.link_pin,
+                      xdp_mode=self.xdp_mode, position=self.position, filter_name=self.filter_name,
+                      clsact_marker=self.clsact_marker, own_name=self.own_name)
+
+    def path(self, path):
+        return make(path, self._target())
+
+    @property
+    def wanted(self):
+        if self._have is None and self.requested == 'auto':
+            self._have = kernel_paths()[0]
+        return choose(self.mode, self.requested, self._have)
+
+    def observe(self):
+        """HeadState of what holds our head now; notes drift (detached link, path other than wanted)."""
+        self.drift = []
+        legacy, modern = (XDP_NETLINK, XDP_LINK) if self.mode == 'xdp' else (TC_CLS_BPF, TCX)
+        link = self.path(modern).query() if os.path.exists(self.link_pin) else None
+        if link is not None and link.attached:
+            self.in_use, self.state = modern, link
+        else:
+            old = self.path(legacy).query()
+            self.in_use = legacy if old.attached else None
+            self.state = old if old.attached or link is None else link
+            if link is not None and link.link_detached:
+                self.drift.append('the %s head link on %s was detached (by another tool, or the interface was '
+                                  'recreated): reattached' % (modern, self.ifname))
+        if self.in_use and self.in_use != self.wanted:
+            self.drift.append('head attached by %s, wanted %s: migrated (new attachment first)' % (self.in_use, self.wanted))
+        return self.state
+
+    @property
+    def prog_id(self):
+        return self.state.prog_id if self.state is not None and self.state.attached else 0
+
+    def set(self, fd):
+        """Make the hook run fd (None: detach). Atomic on one path; across paths new first, then old."""
+        if self.state is None:
+            self.observe()
+        current, in_use = self.prog_id, self.in_use
+        wanted = self.wanted if fd is not None else None
+        if fd is None:
+            if in_use:
+                self.path(in_use).detach()
+            self._drop_stale_link()
+        elif in_use == wanted and current:
+            if self.mode == 'xdp' and in_use == XDP_NETLINK and self.state.mode not in (None, self.xdp_mode):
+                # skb <-> native: the kernel cannot swap across modes
+                self.path(in_use).detach()
+                self.path(wanted).attach(fd)
+            else:
+                expected = _bpf.prog_fd_by_id(current)
+                try:
+                    self.path(in_use).replace(fd, expected)
+                finally:
+                    os.close(expected)
+        elif in_use is None:
+            self._drop_stale_link()
+            self.path(wanted).attach(fd)
+        elif self.mode == 'tc':
+            # both run on one clsact hook (TCX first): for an instant a packet may be judged twice, never zero times
+            if wanted == TCX:
+                self.path(TCX).attach(fd)
+                self.path(TC_CLS_BPF).detach()
+            else:
+                self.path(TC_CLS_BPF).attach(fd)
+                self.path(TCX).detach()
+        else:
+            # XDP: a link cannot be created over a netlink program (EBUSY) nor beside it in the other mode
+            self.path(in_use).detach()
+            self._drop_stale_link()
+            self.path(wanted).attach(fd)
+        self.observe()
+
+    def _drop_stale_link(self):
+        if os.path.exists(self.link_pin):
+            fd = _open_pin(self.link_pin)
+            if fd is not None:
+                try:
+                    info = _bpf.link_info(fd)
+                finally:
+                    os.close(fd)
+                if info['ifindex'] == self.ifindex and info['prog_id']:
+                    return  # a live link of ours: not stale
+            _unpin(self.link_pin)
+
+    def describe(self):
+        """Facts: the path in use (None: not attached), the wanted one, link, place, foreign programs."""
+        state = self.state or HeadState(self.wanted)
+        out = {'attach_path': self.in_use, 'attach_wanted': self.wanted, 'head_link_id': state.link_id or None,
+               'foreign_programs': [p.as_dict() for p in state.foreign]}
+        if self.mode == 'tc':
+            out['tc_position'] = self.position.label()
+            out['tcx_index'] = state.position
+        return out

@@ -335,3 +335,77 @@ def test_migration_cls_bpf_to_tcx_and_back_under_flood(hook):
     assert flood.sent > 1000
     assert tcx_seen + cls_only == flood.sent, (flood.sent, tcx_seen, cls_only, cls_prog.hits(0))
     assert cls_prog.hits(0) > 0, 'the overlap (judged twice) should have been hit at least once'
+
+
+def chain_head(hook, mode, requested, position=None):
+    return _attach.ChainHead(hook.netns, hook.ifname, mode, hook.hook, hook.pin_dir, requested=requested,
+                             position=position, own_name='tiny_count',
+                             clsact_marker='/run/netprobe/clsact/%d/%s' % (hook.netns.inode, hook.ifname)
+                             ).bind(hook.ipr, hook.ifindex)
+
+
+def test_chain_head_migrates_tc_under_flood(hook):
+    """The chain's view (ChainHead): cls_bpf -> TCX -> cls_bpf with the same head program, under a flood.
+    The head counts a packet in hits[0] the first time it sees it (mark 0) and in hits[1] when it sees it
+    again (its own mark on it): every packet is seen at least once; during the overlap some twice."""
+    rx = hook.lab.open_socket(hook.lab.ns_b)
+    rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+    rx.bind(('0.0.0.0', 9200))
+    head = hook.prog(tinybpf.marker(0, 0x7C, name='tiny_count'))
+    ch = chain_head(hook, 'tc', 'cls_bpf')
+    ch.observe()
+    ch.set(head.fd)
+    assert ch.in_use == _attach.TC_CLS_BPF and ch.prog_id == head.id
+    with Flood(hook.lab) as flood:
+        for requested, path in (('tcx', _attach.TCX), ('cls_bpf', _attach.TC_CLS_BPF)) * 3:
+            ch.requested = requested
+            ch.observe()
+            assert ch.drift and 'migrated' in ch.drift[0]
+            ch.set(head.fd)
+            assert ch.in_use == path and ch.prog_id == head.id and not ch.drift
+            time.sleep(0.03)
+    assert flood.sent > 1000
+    assert head.hits(0) == flood.sent, (flood.sent, head.hits(0), head.hits(1))
+    assert head.hits(1) > 0, 'no packet met both attachments: the overlap did not happen'
+    ch.set(None)
+    ch.observe()
+    assert ch.in_use is None and not os.path.exists(ch.link_pin)
+
+
+def test_chain_head_reports_and_repairs_a_detached_link(hook):
+    for mode, ptype, verdict in (('xdp', tinybpf.XDP, tinybpf.XDP_PASS), ('tc', tinybpf.SCHED_CLS, tinybpf.TCX_NEXT)):
+        head = hook.prog(tinybpf.counter(ptype, verdict))
+        ch = chain_head(hook, mode, 'auto')
+        ch.observe()
+        ch.set(head.fd)
+        assert ch.in_use == (_attach.XDP_LINK if mode == 'xdp' else _attach.TCX)
+        fd = _bpf.obj_get(ch.link_pin)
+        _bpf.link_detach(fd)  # another tool (or bpftool link detach)
+        os.close(fd)
+        ch.observe()
+        assert ch.prog_id == 0 and ch.in_use is None and 'was detached' in ch.drift[0], ch.drift
+        ch.set(head.fd)
+        assert ch.in_use and ch.prog_id == head.id and not ch.drift
+        udp(hook.lab, 9)
+        time.sleep(0.05)
+        assert head.hits() == 9
+        facts = ch.describe()
+        assert facts['attach_path'] == ch.in_use and facts['head_link_id']
+        ch.set(None)
+
+
+def test_chain_head_xdp_netlink_to_link_and_back(hook):
+    head = hook.prog(tinybpf.counter(tinybpf.XDP, tinybpf.XDP_PASS))
+    ch = chain_head(hook, 'xdp', 'netlink')
+    ch.observe()
+    ch.set(head.fd)
+    assert ch.in_use == _attach.XDP_NETLINK
+    for requested, path in (('link', _attach.XDP_LINK), ('netlink', _attach.XDP_NETLINK)):
+        ch.requested = requested
+        ch.observe()
+        ch.set(head.fd)
+        assert ch.in_use == path and ch.prog_id == head.id
+    sh('ip', '-n', hook.lab.ns_b, 'link', 'set', 'dev', hook.ifname, 'xdpgeneric', 'off')
+    ch.observe()
+    assert ch.in_use is None  # netlink: the stray command removed it; the chain reports "head detached"
+    ch.set(None)
