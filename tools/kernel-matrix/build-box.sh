@@ -120,13 +120,20 @@ export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 echo MODULES=list > /etc/initramfs-tools/conf.d/kernel-matrix.conf
 printf '%s\n' virtio_pci virtio_blk virtio_net ext4 crc32c_generic > /etc/initramfs-tools/modules
 # linux-base >= 4.13 (needed by 7.x) hands run-parts two hook directories (/etc/kernel/<hook>.d and
-# /usr/share/kernel/<hook>.d); bookworm's run-parts (debianutils 5.7) takes exactly one: run it per directory
+# /usr/share/kernel/<hook>.d, whose 00-legacy-boot puts vmlinuz/config into /boot before initramfs-tools
+# runs); bookworm's run-parts (debianutils 5.7) takes exactly one. The shim merges them the way newer
+# run-parts does (one sorted list, /etc overriding a script of the same name) and runs that.
 mkdir -p /tmp/km/shim
 cat > /tmp/km/shim/run-parts <<'SHIM'
 #!/bin/sh
 opts=; dirs=
 for a in "$@"; do case "$a" in -*) opts="$opts $a" ;; *) dirs="$dirs $a" ;; esac; done
-for d in $dirs; do /bin/run-parts $opts "$d" || exit $?; done
+merged=$(mktemp -d)
+for d in $dirs; do
+  for f in "$d"/*; do [ -f "$f" ] && [ ! -e "$merged/${f##*/}" ] && ln -s "$f" "$merged/${f##*/}"; done
+done
+/bin/run-parts $opts "$merged"; rc=$?
+rm -rf "$merged"; exit $rc
 SHIM
 chmod +x /tmp/km/shim/run-parts
 export PATH="/tmp/km/shim:$PATH"
