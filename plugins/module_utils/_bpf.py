@@ -111,7 +111,7 @@ def map_info(fd):
     mtype, mid, ksize, vsize, max_entries, flags = struct.unpack_from('=IIIIII', raw, 0)
     name = raw[24:40].split(b'\0', 1)[0].decode()
     return {'id': mid, 'type': MAP_TYPES.get(mtype, str(mtype)), 'key_size': ksize,
-            'value_size': vsize, 'max_entries': max_entries, 'name': name}
+            'value_size': vsize, 'max_entries': max_entries, 'flags': flags, 'name': name}
 
 
 def _elem(cmd, fd, key, value=None, flags=0):
@@ -269,3 +269,57 @@ def possible_cpus():
         lo, _sep, hi = part.partition('-')
         count += int(hi or lo) - int(lo) + 1
     return count
+
+
+# --- loading without bcc: maps and programs from bytecode -------------------------------------
+
+MAP_CREATE = 0
+PROG_LOAD = 5
+MAP_TYPE_IDS = dict((name, number) for number, name in MAP_TYPES.items())
+MAP_TYPE_IDS.update(array_of_maps=12)
+PROG_TYPE_IDS = {'xdp': 6, 'tc': 3}
+BPF_OBJ_NAME_LEN = 16
+VERIFIER_LOG_SIZE = 1 << 20  # bounded: a rejected program's log is cut here
+
+
+def map_create(map_type, key_size, value_size, max_entries, flags=0, name='', inner_fd=0):
+    """BPF_MAP_CREATE; map_type is a name of MAP_TYPES (or array_of_maps). Returns the new map's fd."""
+    attr = struct.pack('=IIIIIII16s', MAP_TYPE_IDS[map_type], key_size, value_size, max_entries, flags, inner_fd,
+                       0, name.encode()[:BPF_OBJ_NAME_LEN - 1])
+    return bpf(MAP_CREATE, attr)
+
+
+class VerifierRejection(BpfError):
+    def __init__(self, err, log):
+        super(VerifierRejection, self).__init__(err, os.strerror(err))
+        self.log = log
+
+
+def prog_load(prog_type, insns, name, license='GPL'):
+    """BPF_PROG_LOAD of raw instructions (bytes, 8 per instruction). Returns the program fd.
+    A rejection is loaded once more with the verifier log on (VerifierRejection.log): the fast path
+    pays for no log buffer."""
+    code = ctypes.create_string_buffer(bytes(insns), len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+
+    def attempt(log_level, log_buf):
+        attr = struct.pack('=IIQQIIQII16s', PROG_TYPE_IDS[prog_type], len(insns) // 8, _addr(code), _addr(lic),
+                           log_level, len(log_buf) if log_buf is not None else 0, _addr(log_buf), 0, 0,
+                           name.encode()[:BPF_OBJ_NAME_LEN - 1])
+        return bpf(PROG_LOAD, attr)
+
+    try:
+        return attempt(0, None)
+    except BpfError as e:
+        if e.errno not in (errno.EACCES, errno.EINVAL):
+            raise
+        first = e.errno
+    log = ctypes.create_string_buffer(VERIFIER_LOG_SIZE)
+    try:
+        fd = attempt(1, log)
+    except BpfError as e:
+        text = log.value.decode('utf-8', 'replace')
+        if e.errno == errno.ENOSPC:
+            text += '\n[verifier log cut at %d bytes]' % VERIFIER_LOG_SIZE
+        raise VerifierRejection(first, text.strip())
+    return fd  # accepted with the log on (the first refusal was transient)

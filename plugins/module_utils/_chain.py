@@ -3,9 +3,13 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """One chain of probes on one interface hook: observe, plan, edit atomically.
 
-Wiring (docs/chain-protocol.md): every probe owns a slot of the chain's pinned
-PROG_ARRAY `progs`; progs[slot] holds its successor. The head is attached
-directly to the hook. Every edit below is one map write or one attachment swap.
+Wiring (docs/chain-protocol.md): every loaded copy of a probe owns a slot of the
+chain's pinned PROG_ARRAY `progs`; progs[slot] holds its successor. The head is
+attached directly to the hook. An edit builds the part of the chain that changes
+beside the live one (new copies at free slots, over the probes' own maps), then
+switches to it with one map write or one attachment swap, then retires the old
+part after an RCU grace period. A packet runs through the old chain or the new
+one, never through a mix of both.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -15,23 +19,26 @@ __metaclass__ = type
 import ctypes
 import os
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _compile, _config, _netlink, _state, _swap
+from ansible_collections.netprobe.ebpf.plugins.module_utils import (
+    _bpf, _compile, _config, _limits, _netlink, _records, _state, _swap)
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
+from ansible_collections.netprobe.ebpf.plugins.module_utils._records import ProbeRecord
 
-STATE_VERSION = 1
 HOOKS = ('ingress', 'egress')
 MODES = ('xdp', 'tc')
+MODE_SWITCHES = ('hold', 'gap')
 
 
 class ProbeSpec:
     """A probe as the user declares it."""
 
-    def __init__(self, name, source, origin, cflags=None, config=None):
+    def __init__(self, name, source, origin, cflags=None, config=None, reset_metrics=False):
         self.name = _state.check_name('probe name', name)
         self.source = source
         self.origin = origin
         self.cflags = list(cflags or [])
         self.config = config
+        self.reset_metrics = reset_metrics
 
     def hash(self, mode, files):
         return _compile.spec_hash(self.source, self.cflags, mode, files)
@@ -44,12 +51,40 @@ class Keep:
         self.name = name
 
 
+class Plan:
+    """What turns the live chain into the desired one."""
+
+    def __init__(self, order, remove, compile_, configure, move, repair):
+        self.order = order          # desired probe names, head first
+        self.remove = remove        # names leaving the chain
+        self.compile = compile_     # ProbeSpec: new, changed, or whose pins were lost
+        self.configure = configure  # ProbeSpec whose config alone changed: map updates
+        self.move = move            # names whose relative order changes
+        self.repair = repair        # drift to repair
+
+    @property
+    def changes(self):
+        return bool(self.remove or self.compile or self.configure or self.move or self.repair)
+
+
+class _Built:
+    """A probe's new copy, loaded beside the live chain and not yet reachable."""
+
+    def __init__(self, rec, fd, twin_fd, new_pins, old):
+        self.rec = rec
+        self.fd = fd
+        self.twin_fd = twin_fd
+        self.new_pins = new_pins    # what to unpin if the edit is abandoned
+        self.old = old              # the record it replaces (None: a new probe)
+
+
 def _u32(value):
     return ctypes.c_uint32(value)
 
 
 class Chain:
-    def __init__(self, interface, hook, mode, netns=None, xdp_mode='skb', files=None):
+    def __init__(self, interface, hook, mode, netns=None, xdp_mode='skb', files=None, images=None,
+                 mode_switch='hold'):
         if hook not in HOOKS or mode not in MODES:
             raise NetprobeError('hook must be one of %s and mode one of %s' % (HOOKS, MODES))
         if mode == 'xdp' and hook == 'egress':
@@ -59,21 +94,35 @@ class Chain:
         self.hook = hook
         self.mode = mode
         self.xdp_mode = xdp_mode
+        self.mode_switch = mode_switch
         self.files = files
+        self.images = images if images is not None else _compile.Images(files or {})
         self.netns = _netlink.Netns(netns)
         self.name = '%s-%s' % (mode, hook)
         self.paths = _state.ChainPaths(self.netns.inode, interface, self.name)
         self.ipr = None
         self.ifindex = None
         self.state = None
-        self.live = []        # probe records in chain order, each with an open '_fd' when pinned
-        self.detached = []    # probes being moved: out of the chain until re-inserted
+        self.live = []         # ProbeRecord in chain order, each with its active copy's fd open when pinned
         self.drift = []
-        self.head_id = 0      # program attached to the hook now (ours or not)
+        self.notes = []        # what the user should know about this run (metrics started fresh, ...)
+        self.head_id = 0       # program attached to the hook now (ours or not)
         self.progs_fd = None
-        self.warnings = []
-        self.compiled = []
+        self.meta_fd = None
         self.reattach = False  # the head must be attached again even if its id matches
+        self.mode_change = None  # (from, to) when the XDP chain must change mode
+        self.head_mode = xdp_mode  # the XDP mode head swaps use: the attached one until the mode switch
+        self.hold_found = False
+        self._slots_taken = set()
+        self._event_fds = {}
+
+    @property
+    def warnings(self):
+        return self.images.warnings
+
+    @property
+    def compiled(self):
+        return self.images.compiled
 
     # --- observe ---------------------------------------------------------------------------
 
@@ -82,21 +131,27 @@ class Chain:
         return self
 
     def __exit__(self, *exc):
-        for rec in self.live + self.detached:
-            self._close(rec)
-        if self.progs_fd is not None:
-            os.close(self.progs_fd)
-            self.progs_fd = None
+        for rec in self.live:
+            self.release(rec)
+        for fd in self._event_fds.values():
+            os.close(fd)
+        self._event_fds = {}
+        for attr in ('progs_fd', 'meta_fd'):
+            if getattr(self, attr) is not None:
+                os.close(getattr(self, attr))
+                setattr(self, attr, None)
         if self.ipr is not None:
             self.ipr.close()
             self.ipr = None
 
     @staticmethod
-    def _close(rec):
-        if rec.get('_fd') is not None:
-            os.close(rec.pop('_fd'))
+    def release(rec):
+        if rec.fd is not None:
+            os.close(rec.fd)
+            rec.fd = None
 
-    def _open(self, path):
+    @staticmethod
+    def _open(path):
         try:
             return _bpf.obj_get(path)
         except OSError:
@@ -108,14 +163,19 @@ class Chain:
         found = self.ipr.link_lookup(ifname=self.interface)
         self.ifindex = found[0] if found else None
         self.progs_fd = self._open(self.paths.progs)
+        self.meta_fd = self._open(self.paths.meta)
         if self.ifindex is not None:
             if self.mode == 'xdp':
                 self.head_id, attached_mode = _netlink.xdp_query(self.ipr, self.ifindex)
                 if self.head_id and attached_mode and attached_mode != self.xdp_mode and self.state:
-                    self.drift.append('xdp_mode changes from %s to %s: head reattached' % (attached_mode, self.xdp_mode))
-                    self.reattach = True
+                    self.drift.append('xdp_mode changes from %s to %s' % (attached_mode, self.xdp_mode))
+                    self.mode_change = (attached_mode, self.xdp_mode)
+                    self.head_mode = attached_mode
             else:
                 self.head_id = _netlink.tc_query(self.ipr, self.ifindex, self.hook)
+        self.hold_found = os.path.isdir(self.paths.hold_dir)
+        if self.hold_found:
+            self.drift.append('an xdp_mode switch was interrupted: its stand-in on TC ingress is removed')
         if not self.state:
             if os.path.isdir(self.paths.pin_dir):
                 self.drift.append('pins without metadata (left by a crashed or older run): rebuilt')
@@ -126,58 +186,89 @@ class Chain:
             self.drift.append('interface %s was recreated (ifindex %s, now %s): reattached'
                               % (self.interface, self.state.get('ifindex'), self.ifindex))
             self.reattach = True
-        for rec in self.state['probes']:
-            rec = dict(rec)
-            fd = self._open(self.paths.prog_pin(rec['name'], rec['gen'])) if self.progs_fd is not None else None
-            if fd is None:
-                self.drift.append('probe %s: program is no longer pinned: recompiled' % rec['name'])
-                rec['lost'] = True
-            else:
-                rec['_fd'] = fd
-                rec['prog_id'] = _bpf.prog_info(fd)['id']
-                _swap.observe_active(self, rec)  # a swap probe may be running its twin copy
+        for data in self.state['probes']:
+            rec = ProbeRecord.from_json(data)
+            self._observe_probe(rec)
             self.live.append(rec)
         if self.live and self.ifindex is not None:
             head = self.live[0]
             if self.head_id == 0:
                 self.drift.append('head program was detached from %s' % self.interface)
-            elif self.head_id != head.get('prog_id'):
+            elif self.head_id != head.prog_id:
                 self.drift.append('another program (id %d) is attached where the head should be' % self.head_id)
         for rec, succ in zip(self.live, self.live[1:] + [None]):
-            if rec.get('lost') or self.progs_fd is None:
+            if rec.lost or self.progs_fd is None:
                 continue
-            actual = self._successor_id(rec['slot'])
-            wanted = succ.get('prog_id', 0) if succ else 0
+            actual = self.successor_id(rec.slot)
+            wanted = succ.prog_id if succ and not succ.lost else 0
             if actual != wanted:
-                self.drift.append('link after probe %s points to program %s, not %s' % (rec['name'], actual, wanted))
+                self.drift.append('link after probe %s points to program %s, not %s' % (rec.name, actual, wanted))
         return self
 
-    def _successor_id(self, slot):
+    def _observe_probe(self, rec):
+        """Open the probe's active copy: the link into it says whether that is the primary or the twin."""
+        fd = self._open(self.paths.prog_pin(rec.name, rec.copy, rec.gen)) if self.progs_fd is not None else None
+        if fd is None:
+            self.drift.append('probe %s: program is no longer pinned: reloaded' % rec.name)
+            rec.lost = True
+            return
+        rec.fd, rec.prog_id = fd, _bpf.prog_info(fd)['id']
+        rec.primary_id = rec.prog_id
+        if not rec.twin:
+            return
+        twin_fd = self._open(self.paths.prog_pin(rec.name, rec.copy, rec.gen, twin=True))
+        if twin_fd is None:
+            rec.active = 'primary (twin lost)'
+            return
+        rec.twin_id = _bpf.prog_info(twin_fd)['id']
+        if self.link_target(self.live[-1] if self.live else None) == rec.twin_id:
+            os.close(rec.fd)
+            rec.fd, rec.prog_id, rec.active = twin_fd, rec.twin_id, 'twin'
+        else:
+            os.close(twin_fd)
+
+    def successor_id(self, slot):
+        """Program id in progs[slot] (0: none)."""
         value = _u32(0)
         if _bpf.map_lookup(self.progs_fd, _u32(slot), value):
             return value.value
         return 0
+
+    def link_target(self, pred):
+        """Program id the link after pred (None: the hook) points at now."""
+        if pred is None:
+            return self.head_id
+        if self.progs_fd is None:
+            return 0
+        return self.successor_id(pred.slot)
 
     # --- describe --------------------------------------------------------------------------
 
     def describe(self, records=None):
         records = self.live if records is None else records
         keys = ('name', 'slot', 'prog_id', 'tag', 'source_hash', 'spec_hash', 'origin', 'metrics', 'config_maps',
-                'config')
+                'config', 'build', 'image_hash')
         probes = []
         for pos, rec in enumerate(records):
-            probes.append(dict((k, rec.get(k)) for k in keys))
+            probes.append(dict((k, getattr(rec, k)) for k in keys))
             probes[-1]['position'] = pos
         return {
             'interface': self.interface, 'netns': self.netns.label, 'netns_id': self.netns.inode,
             'hook': self.hook, 'mode': self.mode, 'xdp_mode': self.xdp_mode if self.mode == 'xdp' else None,
-            'attached': bool(records) and self.head_id != 0 and self.head_id == records[0].get('prog_id'),
+            'attached': bool(records) and self.head_id != 0 and self.head_id == records[0].prog_id,
             'head_prog_id': self.head_id or None, 'pin_dir': self.paths.pin_dir, 'probes': probes,
         }
 
-    def diff_view(self, records):
-        view = {'probes': ['%s (%s)' % (r['name'], (r.get('source_hash') or '?')[:12]) for r in records]}
-        config = dict((r['name'], r['config']) for r in records if r.get('config'))
+    def limit(self, records=None):
+        """{'max_probes': ..., 'probes': ...} for this kernel and these probes' own tail calls."""
+        records = self.live if records is None else records
+        return {'max_probes': _limits.max_probes(sum(r.tail_calls for r in records)), 'probes': len(records),
+                'kernel_tail_calls': _limits.max_tail_calls()}
+
+    @staticmethod
+    def diff_view(records):
+        view = {'probes': ['%s (%s)' % (r.name, (r.source_hash or '?')[:12]) for r in records]}
+        config = dict((r.name, r.config) for r in records if r.config)
         if config:
             view['config'] = config
         return view
@@ -189,222 +280,345 @@ class Chain:
         names = [d.name for d in desired]
         if len(set(names)) != len(names):
             raise NetprobeError('probe names must be unique in a chain: %s' % ', '.join(names))
-        if len(desired) > _compile.CHAIN_SIZE:
-            raise NetprobeError('a chain holds at most %d probes' % _compile.CHAIN_SIZE)
-        live = dict((r['name'], r) for r in self.live)
+        live = dict((r.name, r) for r in self.live)
         for d in desired:
             if isinstance(d, Keep) and d.name not in live:
                 raise NetprobeError('probe %s is not in the chain' % d.name)
-        remove = [r['name'] for r in self.live if r['name'] not in names]
+        self._check_length(desired, dict((n, r.tail_calls) for n, r in live.items()))
+        remove = [r.name for r in self.live if r.name not in names]
         compile_, configure = [], []
         for d in desired:
             rec = live.get(d.name)
             if isinstance(d, Keep):
-                if rec.get('lost'):
-                    compile_.append(ProbeSpec(d.name, rec['source'], rec['origin'], rec['cflags'], rec.get('config')))
+                if rec.lost:
+                    compile_.append(ProbeSpec(d.name, rec.source, rec.origin, rec.cflags, rec.config))
                 continue
             d.config = _config.validate(d.name, d.origin, d.config)
-            if rec is None or rec.get('lost') or rec['spec_hash'] != d.hash(self.mode, self.files):
+            if rec is None or rec.lost or rec.spec_hash != d.hash(self.mode, self.files) or d.reset_metrics:
                 compile_.append(d)
-            elif _config.config_hash(rec.get('config')) != _config.config_hash(d.config):
+            elif _config.config_hash(rec.config) != _config.config_hash(d.config):
                 configure.append(d)
         kept = [n for n in names if n in live]
-        stable = _longest_increasing([[r['name'] for r in self.live].index(n) for n in kept])
+        stable = _longest_increasing([[r.name for r in self.live].index(n) for n in kept])
         stable_names = set(kept[i] for i in stable)
         move = [n for n in kept if n not in stable_names]
-        return {'remove': remove, 'compile': compile_, 'configure': configure, 'move': move, 'order': names,
-                'repair': bool(self.drift)}
+        repair = bool(self.drift) or self.hold_found
+        return Plan(names, remove, compile_, configure, move, repair)
 
-    @staticmethod
-    def plan_changes(plan):
-        return any(plan[k] for k in ('remove', 'compile', 'configure', 'move', 'repair'))
+    def _check_length(self, desired, tail_calls):
+        """Refuse a chain the kernel cannot run whole (the last probes would silently never run)."""
+        extra = sum(tail_calls.get(d.name, 0) for d in desired)
+        if len(desired) + extra <= _limits.ALWAYS_FOLLOWED + 1:
+            return  # within what every kernel follows: no need to measure
+        most = _limits.max_probes(extra)
+        if len(desired) > most:
+            raise NetprobeError(
+                'a chain of %d probes is longer than this kernel runs: it follows at most %d tail calls per packet '
+                '(measured), so at most %d probes%s. Split the chain (e.g. XDP ingress and TC ingress), or merge '
+                'probes' % (len(desired), _limits.max_tail_calls(), most,
+                            ' given the %d tail calls the probes make themselves' % extra if extra else ''))
 
     def predicted(self, plan, desired):
         """The chain as it will be after the plan (for check mode and diff)."""
-        live = dict((r['name'], r) for r in self.live)
-        recompiled = dict((s.name, s) for s in plan['compile'])
+        live = dict((r.name, r) for r in self.live)
+        recompiled = dict((s.name, s) for s in plan.compile)
         out = []
         for d in desired:
-            rec = dict(live.get(d.name, {'name': d.name}))
-            rec.pop('_fd', None)
+            old = live.get(d.name)
+            rec = ProbeRecord.from_json(old.to_json()) if old else ProbeRecord(d.name)
             if isinstance(d, ProbeSpec):
-                rec['config'] = d.config
+                rec.config = d.config
             if d.name in recompiled:
                 spec = recompiled[d.name]
-                rec.update(source_hash=_compile.sha256(spec.source), spec_hash=spec.hash(self.mode, self.files),
-                           origin=spec.origin, prog_id=None, tag=None)
+                rec.source_hash, rec.spec_hash = _compile.sha256(spec.source), spec.hash(self.mode, self.files)
+                rec.origin, rec.prog_id, rec.tag, rec.build, rec.image_hash = spec.origin, None, None, None, None
             out.append(rec)
         return out
 
     # --- apply -----------------------------------------------------------------------------
 
     def apply(self, desired, plan):
-        """Compile first (a failure changes nothing), then edit the chain step by step."""
+        """Obtain every image first (a compile error changes nothing), build the changed part of the chain
+        beside the live one, switch to it in one step, then retire what it replaced."""
         _state.ensure_bpffs()
         if self.ifindex is None:
-            _netlink.link_index(self.ipr, self.interface, self.netns)
+            self.ifindex = _netlink.link_index(self.ipr, self.interface, self.netns)
+        if self.mode_change and self.mode_switch != 'hold' and self.mode_switch != 'gap':
+            raise NetprobeError('mode_switch must be hold or gap')
         new_chain = not self.state or self.progs_fd is None
         if new_chain:
             self._clear_stale_pins()
+        first, last = self._region(desired, plan)
+        region = desired[first:last]
+        images = dict((d.name, self._image_for(d, plan)) for d in region)
+        self._check_length(desired, dict(
+            [(r.name, r.tail_calls) for r in self.live] + [(n, img.extra_tail_calls()) for n, (img, _h) in images.items()]))
         _state.makedirs_private(self.paths.pin_dir)
-        loaded = {}
+        built = []
         try:
-            used = set(r['slot'] for r in self.live if r['name'] not in plan['remove'])
-            for spec in plan['compile']:
-                rec = next((r for r in self.live if r['name'] == spec.name), None)
-                slot = rec['slot'] if rec else _free_slot(used)
-                used.add(slot)
-                loaded[spec.name] = (spec, slot, self._compile(spec, slot))
+            if self.progs_fd is None:
+                self._create_plumbing(next(iter(images.values()))[0] if images else None)
+            succ = self.live[len(self.live) - (len(desired) - last)] if last < len(desired) else None
+            for d in reversed(region):
+                built.insert(0, self._build(d, images[d.name], succ, plan))
+                succ = built[0].rec
+            self._configure(plan, region)
         except Exception:
-            for _spec, _slot, prog in loaded.values():
-                prog.close()
+            self._abandon(built)
             if new_chain:
                 _state.remove_tree(self.paths.pin_dir)
             raise
-        if self.progs_fd is None:
-            self.progs_fd = _bpf.obj_get(self.paths.progs)
         try:
-            self._edit(desired, plan, loaded)
+            self._switch(first, last, desired, built)
+            self._switch_xdp_mode()
         finally:
-            for _spec, _slot, prog in loaded.values():
-                prog.close()
             self._save()
 
-    def _compile(self, spec, slot):
-        headers, warning = _compile.prepare_headers()
-        if warning and warning not in self.warnings:
-            self.warnings.append(warning)
-        args = (spec.name, spec.source, spec.cflags, self.mode, slot, self.files, self.paths.progs, self.paths.meta)
-        prog = _swap.with_twin(_compile.compile_probe(*args), lambda: _compile.compile_probe(*args))
-        self.compiled.append(spec.name)
-        return prog
+    def _region(self, desired, plan):
+        """[first, last) of desired to build anew: everything between the longest unchanged head part and the
+        longest unchanged tail part of the chain (same probes in the same places, not recompiled)."""
+        changed = set(s.name for s in plan.compile)
+        live = [r.name for r in self.live]
+        first = 0
+        while (first < min(len(live), len(desired)) and live[first] == desired[first].name
+               and desired[first].name not in changed):
+            first += 1
+        tail = 0
+        while (tail < min(len(live), len(desired)) - first and live[-1 - tail] == desired[-1 - tail].name
+               and desired[-1 - tail].name not in changed):
+            tail += 1
+        return first, len(desired) - tail
+
+    def _image_for(self, d, plan):
+        spec = next((s for s in plan.compile if s.name == d.name), None)
+        if spec is not None:
+            return self.images.get(spec.name, spec.source, spec.cflags, self.mode)
+        rec = self.record(d.name)
+        return self.images.get(rec.name, rec.source, rec.cflags, self.mode, spec=rec.spec_hash)
+
+    def _create_plumbing(self, image):
+        """The chain's own maps: progs (its PROG_ARRAY) and meta (per-packet metadata), pinned."""
+        meta = image.plumbing_map('np_meta_store') if image else None
+        self.progs_fd = _bpf.map_create('prog_array', 4, 4, _compile.CHAIN_SLOTS, name='np_chain')
+        _bpf.obj_pin(self.progs_fd, self.paths.progs)
+        self.meta_fd = _bpf.map_create('percpu_array', 4, meta.value_size if meta else 16, 1, name='np_meta_store')
+        _bpf.obj_pin(self.meta_fd, self.paths.meta)
+
+    def plumbing_fds(self, image):
+        """The chain's maps the image refers to. The event ring buffer is made when a probe first uses it."""
+        if self.meta_fd is None:  # a chain made before the engine pinned meta itself
+            self.meta_fd = self._open(self.paths.meta)
+        fds = {'np_chain': self.progs_fd, 'np_meta_store': self.meta_fd}
+        for name, pin in (('np_events', self.paths.events), ('np_events_lost', self.paths.events_lost)):
+            mdef = image.plumbing_map(name)
+            if mdef is None:
+                continue
+            if name not in self._event_fds:
+                fd = self._open(pin)
+                if fd is None:
+                    fd = mdef.create()
+                    _bpf.obj_pin(fd, pin)
+                self._event_fds[name] = fd
+            fds[name] = self._event_fds[name]
+        return fds
+
+    def _free_slot(self, taken):
+        size = _bpf.map_info(self.progs_fd)['max_entries']
+        used = set(r.slot for r in self.live if not r.lost) | taken
+        for slot in range(size):
+            if slot not in used:
+                return slot
+        raise NetprobeError('no free slot in the chain\'s program array (%d slots): remove the chain '
+                            '(state: absent) and apply it again' % size)
+
+    def _build(self, d, image_how, succ, plan):
+        """Load the probe's new copy at a free slot over its maps (kept, or fresh), linked to succ."""
+        image, how = image_how
+        old = self.record(d.name)
+        spec = next((s for s in plan.compile if s.name == d.name), None)
+        given = spec or (d if isinstance(d, ProbeSpec) else old)  # where source, cflags and origin come from
+        config = d.config if isinstance(d, ProbeSpec) else old.config
+        slot = self._free_slot(self._slots_taken)
+        self._slots_taken.add(slot)
+        rec = ProbeRecord(d.name, origin=given.origin, source=given.source, cflags=given.cflags, config=config,
+                          source_hash=_compile.sha256(given.source), spec_hash=image.spec_hash,
+                          image_hash=image.hash, build=how, slot=slot, copy=(old.copy + 1 if old else 1),
+                          gen=(old.gen if old else 1), metrics=image.metrics, config_maps=image.config_maps,
+                          twin=_swap.has_swap(image.metrics), tail_calls=image.extra_tail_calls())
+        rec.maps = dict((m.name, m.layout()) for m in image.own_maps())
+        if old is not None and rec.twin and old.active in ('primary', 'twin'):
+            rec.active = old.active
+        fresh = old is None or old.lost or bool(spec and spec.reset_metrics)
+        new_pins, open_fds, copies = [], [], {}
+        try:
+            sets = {}
+            for twin in ((False, True) if rec.twin else (False,)):
+                fds, reused = self._map_set(image, old, twin, fresh)
+                open_fds.extend(fds.values())
+                sets[twin] = (fds, reused)
+            all_kept = all(len(reused) == len(rec.maps) for _fds, reused in sets.values())
+            if old is not None and not all_kept:
+                rec.gen = old.gen + 1  # some maps start fresh: a new map set beside the old one
+                started = sorted(set(rec.maps) - sets[False][1])
+                if not fresh and started:
+                    self.notes.append('probe %s: %s start fresh (new map or new layout); its other maps keep their '
+                                      'contents' % (d.name, ', '.join(started)))
+            for twin, (fds, reused) in sets.items():
+                for name in rec.maps:
+                    if old is not None and rec.gen == old.gen:
+                        continue  # every map kept, already pinned in this map set
+                    pin = self.paths.map_pin(d.name, rec.gen, name, twin)
+                    _state.makedirs_private(os.path.dirname(pin))
+                    _bpf.obj_pin(fds[name], pin)
+                    new_pins.append(pin)
+                if fresh or not all_kept or _config.config_hash(old.config) != _config.config_hash(config):
+                    # configured before anything leads to it
+                    _config.apply(d.name, rec.origin, config, self._config_maps(image, fds))
+            plumbing = self.plumbing_fds(image)
+            for twin, (fds, _reused) in sets.items():
+                copies[twin] = image.load(slot, dict(fds, **plumbing), d.name)
+                pin = self.paths.prog_pin(d.name, rec.copy, rec.gen, twin)
+                _state.makedirs_private(os.path.dirname(pin))
+                _bpf.obj_pin(copies[twin], pin)
+                new_pins.append(pin)
+        except Exception:
+            for fd in list(copies.values()):
+                os.close(fd)
+            for pin in new_pins:
+                _state.unpin(pin)
+            raise
+        finally:
+            for fd in open_fds:
+                os.close(fd)
+        rec.primary_id, rec.tag = _bpf.prog_info(copies[False])['id'], _bpf.prog_info(copies[False])['tag']
+        rec.twin_id = _bpf.prog_info(copies[True])['id'] if rec.twin else None
+        rec.fd = copies[True] if rec.active == 'twin' else copies[False]
+        rec.prog_id = rec.twin_id if rec.active == 'twin' else rec.primary_id
+        if succ is not None:
+            self.point(rec, succ)  # complete before anything leads to it
+        return _Built(rec, copies[False], copies.get(True), new_pins, old)
+
+    def _map_set(self, image, old, twin, fresh):
+        """fds of the probe's maps for the new copy: the old map set's where name and layout match (so
+        metrics and config survive a patch), fresh ones otherwise. Returns (fds, names reused)."""
+        fds, reused = {}, set()
+        for m in image.own_maps():
+            fd = None
+            if old is not None and not fresh and m.same_layout(old.maps.get(m.name)):
+                fd = self._open(self.paths.map_pin(old.name, old.gen, m.name, twin))
+            if fd is not None:
+                reused.add(m.name)
+            else:
+                fd = m.create()
+            fds[m.name] = fd
+        return fds, reused
+
+    @staticmethod
+    def _config_maps(image, fds):
+        return dict((m.name, dict(m.layout(), fd=fds[m.name])) for m in image.own_maps())
+
+    def _configure(self, plan, region):
+        """Configuration-only changes of probes outside the rebuilt part: map updates, no new copy."""
+        rebuilt = set(d.name for d in region)
+        for spec in plan.configure:
+            if spec.name in rebuilt:
+                continue
+            rec = self.record(spec.name)
+            for twin in ((False, True) if rec.twin else (False,)):
+                maps = {}
+                try:
+                    for name, layout in rec.maps.items():
+                        maps[name] = dict(layout, fd=_bpf.obj_get(self.paths.map_pin(rec.name, rec.gen, name, twin)))
+                    _config.apply(spec.name, spec.origin, spec.config, maps)
+                finally:
+                    for m in maps.values():
+                        os.close(m['fd'])
+            rec.config = spec.config
+
+    def _abandon(self, built):
+        """Undo a build that failed half-way, or whose switch failed: nothing leads to it, so its slots are
+        cleared and its pins removed."""
+        for b in built:
+            _bpf.map_delete(self.progs_fd, _u32(b.rec.slot))
+            for pin in b.new_pins:
+                _state.unpin(pin)
+            for fd in (b.fd, b.twin_fd):
+                if fd is not None:
+                    os.close(fd)
+            b.rec.fd = None
+
+    def _switch(self, first, last, desired, built):
+        """The one atomic step, then the old part retires once no packet can be inside it."""
+        kept_tail = len(desired) - last
+        old_part = self.live[first:len(self.live) - kept_tail]
+        pred = self.live[first - 1] if first else None
+        target = built[0].rec if built else (self.live[len(self.live) - kept_tail] if kept_tail else None)
+        new_live = self.live[:first] + [b.rec for b in built] + self.live[len(self.live) - kept_tail:]
+        try:
+            if old_part or built:
+                self.point(pred, target)
+        except Exception:
+            self._abandon(built)
+            raise
+        for b in built:  # the record keeps the active copy's fd; the other copy's is not needed
+            for fd in (b.fd, b.twin_fd):
+                if fd is not None and fd != b.rec.fd:
+                    os.close(fd)
+        self.live = new_live
+        if old_part:
+            _swap.wait_for_running_programs()
+        names = set(d.name for d in desired)
+        for old in old_part:
+            if not old.lost and self.progs_fd is not None:
+                _bpf.map_delete(self.progs_fd, _u32(old.slot))
+            self.release(old)
+            if old.name not in names:
+                _state.remove_tree(self.paths.probe_dir(old.name))
+                continue
+            new = self.record(old.name)
+            for twin in ((False, True) if old.twin else (False,)):
+                _state.unpin(self.paths.prog_pin(old.name, old.copy, old.gen, twin))
+            if new.gen != old.gen:
+                _state.remove_tree(self.paths.gen_dir(old.name, old.gen))
+        self._slots_taken = set()
 
     def _clear_stale_pins(self):
         """Pins of a chain whose metadata is gone cannot be trusted: start clean."""
-        if self.progs_fd is not None:
-            os.close(self.progs_fd)
-            self.progs_fd = None
+        for attr in ('progs_fd', 'meta_fd'):
+            if getattr(self, attr) is not None:
+                os.close(getattr(self, attr))
+                setattr(self, attr, None)
         if os.path.isdir(self.paths.pin_dir):
             _state.remove_tree(self.paths.pin_dir)
+        for rec in self.live:
+            self.release(rec)
+            rec.lost = True
 
-    def _edit(self, desired, plan, loaded):
-        # 0. probes whose pins were lost get their new program; step 5 links them
-        for name, (spec, slot, prog) in list(loaded.items()):
-            rec = self._record(name)
-            if rec is not None and rec.get('lost'):
-                self._replace_record(rec, self._pin_new(rec, spec, slot, prog))
-                del loaded[name]
-        # 1. removed and moved probes leave the chain (a move re-enters at step 3)
-        for name in plan['remove'] + plan['move']:
-            rec = self._record(name)
-            self._unlink(rec)
-            self.live.remove(rec)
-            if name in plan['remove']:
-                self._close(rec)
-                _state.remove_tree(self.paths.probe_dir(name))
-            else:
-                self.detached.append(rec)
-        # 2. patched probes are replaced in place: same slot, so the same successor entry
-        for name, (spec, slot, prog) in loaded.items():
-            rec = self._record(name)
-            if rec is not None:
-                new = self._pin_new(rec, spec, slot, prog)
-                self._point(self._pred(rec), new)
-                self._replace_record(rec, new)
-        # 3. new and moved probes are inserted after their predecessor in the desired order
-        for pos, d in enumerate(desired):
-            if self._record(d.name) is not None:
-                continue
-            rec = next((r for r in self.detached if r['name'] == d.name), None)
-            if rec is not None:
-                self.detached.remove(rec)
-            if d.name in loaded:
-                spec, slot, prog = loaded[d.name]
-                new = self._pin_new(rec, spec, slot, prog)
-                if rec is not None:
-                    self._close(rec)
-                    _state.remove_tree(self.paths.gen_dir(rec['name'], rec['gen']))
-                rec = new
-            pred = self._record(desired[pos - 1].name) if pos else None
-            self._insert_after(pred, rec)
-        # 4. configuration-only changes: map updates, no compile
-        for spec in plan['configure']:
-            rec = self._record(spec.name)
-            maps = self._open_maps(rec)
-            try:
-                _config.apply(spec.name, spec.origin, spec.config, maps)
-            finally:
-                for m in maps.values():
-                    os.close(m['fd'])
-            _swap.configure_twin(self.paths, rec, lambda maps: _config.apply(spec.name, spec.origin, spec.config, maps))
-            rec['config'] = spec.config
-        # 5. repair whatever drifted: every link, then the head
-        self._rewire_all()
+    # --- links -----------------------------------------------------------------------------
 
-    def _open_maps(self, rec):
-        maps = {}
-        for name, layout in (rec.get('maps') or {}).items():
-            maps[name] = dict(layout, fd=_bpf.obj_get(self.paths.map_pin(rec['name'], rec['gen'], name)))
-        return maps
+    def record(self, name):
+        return next((r for r in self.live if r.name == name), None)
 
-    def _record(self, name):
-        return next((r for r in self.live if r['name'] == name), None)
-
-    def _pred(self, rec):
+    def pred(self, rec):
         i = self.live.index(rec)
         return self.live[i - 1] if i else None
 
-    def _succ(self, rec):
-        i = self.live.index(rec)
-        return self.live[i + 1] if i + 1 < len(self.live) else None
-
-    def _pin_new(self, old, spec, slot, prog):
-        gen = (old['gen'] + 1) if old else 1
-        _config.apply(spec.name, spec.origin, spec.config, prog.maps)  # configured before anything leads to it
-        prog.pin(self.paths.prog_pin(spec.name, gen), lambda m: self.paths.map_pin(spec.name, gen, m))
-        twin = _swap.pin_twin(self.paths, spec, gen, prog,
-                              lambda maps: _config.apply(spec.name, spec.origin, spec.config, maps))
-        return {
-            'name': spec.name, 'slot': slot, 'gen': gen, 'origin': spec.origin, 'source': spec.source,
-            'cflags': spec.cflags, 'config': spec.config, 'source_hash': _compile.sha256(spec.source),
-            'spec_hash': spec.hash(self.mode, self.files), 'prog_id': prog.info['id'], 'tag': prog.info['tag'],
-            'maps': prog.layouts(), 'metrics': prog.metrics, 'config_maps': prog.config_maps, 'twin': twin,
-            '_fd': _bpf.obj_get(self.paths.prog_pin(spec.name, gen)),
-        }
-
-    def _replace_record(self, old, new):
-        self.live[self.live.index(old)] = new
-        self._close(old)
-        _state.remove_tree(self.paths.gen_dir(old['name'], old['gen']))
-
-    def _point(self, pred, target):
+    def point(self, pred, target):
         """The one atomic step: make pred (None: the hook) lead to target (None: nothing)."""
         if pred is None:
             self._set_head(target)
         elif target is None:
-            _bpf.map_delete(self.progs_fd, _u32(pred['slot']))
+            _bpf.map_delete(self.progs_fd, _u32(pred.slot))
         else:
-            _bpf.map_update(self.progs_fd, _u32(pred['slot']), _u32(target['_fd']))
-
-    def _unlink(self, rec):
-        self._point(self._pred(rec), self._succ(rec))
-        _bpf.map_delete(self.progs_fd, _u32(rec['slot']))
-
-    def _insert_after(self, pred, rec):
-        """progs[rec.slot] = successor first, so rec is complete before anything leads to it."""
-        pos = self.live.index(pred) + 1 if pred is not None else 0
-        succ = self.live[pos] if pos < len(self.live) else None
-        self._point(rec, succ)
-        self._point(pred, rec)
-        self.live.insert(pos, rec)
+            _bpf.map_update(self.progs_fd, _u32(pred.slot), _u32(target.fd))
 
     def _rewire_all(self):
         for rec, succ in zip(self.live, self.live[1:] + [None]):
-            wanted = succ['prog_id'] if succ else 0
-            if self._successor_id(rec['slot']) != wanted:
-                self._point(rec, succ)
+            wanted = succ.prog_id if succ else 0
+            if self.successor_id(rec.slot) != wanted:
+                self.point(rec, succ)
         head = self.live[0] if self.live else None
-        if (head['prog_id'] if head else 0) != self.head_id or self.reattach:
+        if (head.prog_id if head else 0) != self.head_id or self.reattach:
             self._set_head(head)
 
     def _set_head(self, target):
@@ -414,25 +628,26 @@ class Chain:
             if target is None:
                 if _netlink.tc_detach(ipr, idx, self.hook, os.path.exists(marker)):
                     _state.mark(marker, False)
-            elif _netlink.tc_attach(ipr, idx, self.hook, target['_fd'], 'netprobe-%s' % target['name']):
+            elif _netlink.tc_attach(ipr, idx, self.hook, target.fd, 'netprobe-%s' % target.name):
                 _state.mark(marker, True)
-            self.head_id = target['prog_id'] if target else 0
+            self.head_id = target.prog_id if target else 0
             return
         current_fd = self._attached_fd()
         try:
+            attached_mode = self._attached_mode() if current_fd is not None else None
             if target is None:
                 if current_fd is not None:
-                    _netlink.xdp_detach(ipr, idx, self._attached_mode(), current_fd)
-            elif current_fd is not None and self._attached_mode() == self.xdp_mode:
-                _netlink.xdp_attach(ipr, idx, target['_fd'], self.xdp_mode, expected_fd=current_fd)
+                    _netlink.xdp_detach(ipr, idx, attached_mode, current_fd)
+            elif current_fd is not None and attached_mode == self.head_mode:
+                _netlink.xdp_attach(ipr, idx, target.fd, self.head_mode, expected_fd=current_fd)
             else:
                 if current_fd is not None:
-                    _netlink.xdp_detach(ipr, idx, self._attached_mode(), current_fd)
-                _netlink.xdp_attach(ipr, idx, target['_fd'], self.xdp_mode)
+                    _netlink.xdp_detach(ipr, idx, attached_mode, current_fd)
+                _netlink.xdp_attach(ipr, idx, target.fd, self.head_mode)
         finally:
             if current_fd is not None:
                 os.close(current_fd)
-        self.head_id = target['prog_id'] if target else 0
+        self.head_id = target.prog_id if target else 0
 
     def _head_is_ours(self):
         if self.mode == 'tc':
@@ -458,46 +673,60 @@ class Chain:
                                 'netprobe does not replace it; detach it first' % (self.interface, prog_id))
         return fd
 
+    # --- XDP mode switch -------------------------------------------------------------------
+
+    def _switch_xdp_mode(self):
+        """The kernel holds one XDP program per device, in one mode, so a mode change is detach, then attach.
+        With mode_switch: hold the same chain, loaded for TC over the same maps, stands in on TC ingress
+        meanwhile, so every packet meets the chain at least once (docs/chain-protocol.md, mode switch)."""
+        from ansible_collections.netprobe.ebpf.plugins.module_utils import _hold  # pylint: disable=import-outside-toplevel
+        if self.mode_change and self.live:
+            self.head_mode, self.reattach = self.xdp_mode, True
+            if self.mode_switch == 'hold':
+                with _hold.Hold(self) as hold:
+                    hold.attach()
+                    self._rewire_all()
+                self.mode_change = None
+                return
+        self._rewire_all()
+        if self.hold_found:
+            _hold.Hold(self).remove()
+        self.mode_change, self.hold_found = None, False
+
+    # --- save and destroy ------------------------------------------------------------------
+
     def _save(self):
-        if not self.live and not self.detached:
+        if not self.live:
             _state.delete_state(self.paths.state_file)
             return
         data = {
-            'version': STATE_VERSION, 'netns': self.netns.spec, 'netns_id': self.netns.inode,
+            'version': _records.STATE_VERSION, 'netns': self.netns.spec, 'netns_id': self.netns.inode,
             'interface': self.interface, 'ifindex': self.ifindex, 'hook': self.hook, 'mode': self.mode,
-            'xdp_mode': self.xdp_mode,
-            # a probe still detached after a failed move is saved too: the next run relinks it
-            'probes': [dict((k, v) for k, v in r.items() if not k.startswith('_') and k != 'lost')
-                       for r in self.live + self.detached],
+            'xdp_mode': self.xdp_mode, 'probes': [r.to_json() for r in self.live],
         }
         _state.save_state(self.paths.state_file, data)
 
     def destroy(self):
-        """Remove every probe from the head on (the chain stays whole), the attachment and the pins."""
-        attached = self.ifindex is not None and self.progs_fd is not None
-        for rec in list(self.live):
-            if attached and not rec.get('lost'):
-                self._unlink(rec)
-            self.live.remove(rec)
-            self._close(rec)
+        """Detach the head (one step: packets in flight finish in the old chain), then remove the pins."""
+        if self.hold_found:
+            from ansible_collections.netprobe.ebpf.plugins.module_utils import _hold  # pylint: disable=import-outside-toplevel
+            _hold.Hold(self).remove()
         if self.ifindex is not None and self.head_id and self._head_is_ours():
             self._set_head(None)
-        if self.progs_fd is not None:
-            os.close(self.progs_fd)
-            self.progs_fd = None
+            _swap.wait_for_running_programs()
+        for rec in self.live:
+            self.release(rec)
+        self.live = []
+        for attr in ('progs_fd', 'meta_fd'):
+            if getattr(self, attr) is not None:
+                os.close(getattr(self, attr))
+                setattr(self, attr, None)
         _state.remove_tree(self.paths.pin_dir)
         self._save()
 
 
-def _free_slot(used):
-    for slot in range(_compile.CHAIN_SIZE):
-        if slot not in used:
-            return slot
-    raise NetprobeError('no free slot: a chain holds at most %d probes' % _compile.CHAIN_SIZE)
-
-
 def _longest_increasing(seq):
-    """Indexes of one longest strictly increasing subsequence (probes that need not move)."""
+    """Indexes of one longest strictly increasing subsequence (probes that keep their relative order)."""
     best = []
     for i, value in enumerate(seq):
         run = max((b for b in best if seq[b[-1]] < value), key=len, default=[])

@@ -23,14 +23,13 @@ import struct
 import tempfile
 import traceback
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _image
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 from ansible_collections.netprobe.ebpf.plugins.module_utils._state import makedirs_private
 
-CHAIN_SIZE = 64
+CHAIN_SLOTS = 128     # PROG_ARRAY entries of a new chain: room for a chain and its rebuilt part
 ENTRY = 'np_entry'
 HEADER_FILES = ('netprobe.h', 'netprobe_chain.h', 'netprobe_chain.c')
-PLUMBING_MAPS = ('np_chain', 'np_meta_store')
 HEADERS_CACHE = '/var/cache/netprobe/kernel-headers'
 METRIC_MARK = 'np_metric__'
 CONFIG_MARK = 'np_config__'
@@ -158,7 +157,7 @@ def _c_string(value):
 
 def _declared_features(bpf, fname):
     """The constant a marker function returns (r0 = imm; exit), read from its bytecode."""
-    insns = bpf.dump_func(fname)
+    insns = bpf.dump_func(fname.encode())
     for off in range(0, len(insns) - 7, 8):
         code, regs, _off, imm = struct.unpack_from('=BBhi', insns, off)
         if code == BPF_MOV64_IMM_R0 and regs & 0x0F == 0:
@@ -166,37 +165,18 @@ def _declared_features(bpf, fname):
     return 0
 
 
-class LoadedProgram:
-    """A probe program loaded, with its maps, kept alive until pinned."""
-
-    def __init__(self, bpf, fd, info, maps, metrics, config_maps):
-        self.bpf = bpf
-        self.fd = fd
-        self.info = info
-        self.maps = maps
-        self.metrics = metrics
-        self.config_maps = config_maps
-
-    def pin(self, prog_path, map_path):
-        makedirs_private(os.path.dirname(prog_path))
-        _bpf.obj_pin(self.fd, prog_path)
-        for name, m in self.maps.items():
-            path = map_path(name)
-            makedirs_private(os.path.dirname(path))
-            _bpf.obj_pin(m['fd'], path)
-
-    def layouts(self):
-        return dict((name, dict((k, v) for k, v in m.items() if k != 'fd')) for name, m in self.maps.items())
-
-    def close(self):
-        if self.bpf is not None:
-            self.bpf.cleanup()
-            self.bpf = None
+def _table_names(bcc, bpf):
+    lib = bcc.libbcc.lib
+    # bcc's bindings do not declare these two
+    lib.bpf_num_tables.restype, lib.bpf_num_tables.argtypes = ctypes.c_ulonglong, [ctypes.c_void_p]
+    lib.bpf_table_name.restype = ctypes.c_char_p
+    lib.bpf_table_name.argtypes = [ctypes.c_void_p, ctypes.c_ulonglong]
+    return [lib.bpf_table_name(bpf.module, i) for i in range(lib.bpf_num_tables(bpf.module))]
 
 
-def compile_probe(name, source, cflags, mode, slot, files, chain_pin, meta_pin):
-    """Compile and load one probe for one chain slot. Raises NetprobeError with the compiler
-    output or the verifier log when it fails; nothing is pinned or attached then."""
+def build_image(name, source, cflags, mode, files, spec):
+    """Compile one probe with bcc into a program image (no program is loaded: the engine loads images).
+    Raises NetprobeError with the compiler output when it does not compile."""
     bcc = import_bcc()
     with tempfile.TemporaryDirectory(prefix='netprobe-') as incdir:
         with open(os.path.join(incdir, 'netprobe.h'), 'w') as f:
@@ -204,54 +184,111 @@ def compile_probe(name, source, cflags, mode, slot, files, chain_pin, meta_pin):
         # bcc rewrites map accesses and finds programs in the main file only: the plumbing is inlined.
         text = '%s\n#line 1 "%s.c"\n%s\n#line 1 "netprobe_chain.c"\n%s\n' % (
             files['netprobe_chain.h'], name, source, files['netprobe_chain.c'])
-        flags = ['-I' + incdir, '-DNP_MODE_%s' % mode.upper(), '-DNP_SLOT=%d' % slot,
-                 '-DNP_CHAIN_SIZE=%d' % CHAIN_SIZE, '-DNP_CHAIN_PIN=%s' % _c_string(chain_pin),
-                 '-DNP_META_PIN=%s' % _c_string(meta_pin), '-DNP_USES_META'] + list(cflags)
+        flags = ['-I' + incdir, '-DNP_MODE_%s' % mode.upper(), '-DNP_SLOT=%d' % _image.SLOT_SENTINEL,
+                 '-DNP_CHAIN_SIZE=%d' % CHAIN_SLOTS, '-DNP_USES_META'] + list(cflags)
         with captured_stderr() as err:
             try:
-                bpf = bcc.BPF(text=text, cflags=flags)
+                bpf = bcc.BPF(text=text.encode(), cflags=flags)
             except Exception:
                 bpf = None
         if bpf is None:
             raise NetprobeError('probe %r does not compile:\n%s' % (name, err['text'].strip()),
                                 compiler_output=err['text'])
-    prog_type = bcc.BPF.XDP if mode == 'xdp' else bcc.BPF.SCHED_CLS
-    fn, failure = None, ''
-    with captured_stderr() as err:
-        try:
-            fn = bpf.load_func(ENTRY, prog_type)
-        except Exception as e:
-            failure = str(e)
-    if fn is None:
+    try:
+        insns = bpf.dump_func(ENTRY.encode())
+        lib = bcc.libbcc.lib
+        maps, by_fd = [], {}
+        for bname in _table_names(bcc, bpf):
+            fd = lib.bpf_table_fd(bpf.module, bname)
+            info = _bpf.map_info(fd)
+            maps.append(_image.MapDef(bname.decode(), info['type'], info['key_size'], info['value_size'],
+                                      info['max_entries'], info['flags'],
+                                      lib.bpf_table_key_desc(bpf.module, bname).decode(),
+                                      lib.bpf_table_leaf_desc(bpf.module, bname).decode()))
+            by_fd[fd] = bname.decode()
+        metrics, config_maps = {}, []
+        for i in range(lib.bpf_num_functions(bpf.module)):
+            fname = lib.bpf_function_name(bpf.module, i).decode()
+            if fname.startswith(METRIC_MARK):
+                metrics[fname[len(METRIC_MARK):]] = _declared_features(bpf, fname)
+            elif fname.startswith(CONFIG_MARK):
+                config_maps.append(fname[len(CONFIG_MARK):])
+    finally:
         bpf.cleanup()
-        log = err['text'].strip()
-        raise NetprobeError('probe %r was rejected by the kernel verifier (%s):\n%s' % (name, failure, log),
-                            verifier_log=log)
-
-    maps, metrics, config_maps = {}, {}, []
-    lib = bcc.libbcc.lib
-    # bcc's bindings do not declare these two
-    lib.bpf_num_tables.restype, lib.bpf_num_tables.argtypes = ctypes.c_ulonglong, [ctypes.c_void_p]
-    lib.bpf_table_name.restype = ctypes.c_char_p
-    lib.bpf_table_name.argtypes = [ctypes.c_void_p, ctypes.c_ulonglong]
-    for i in range(lib.bpf_num_tables(bpf.module)):
-        bname = lib.bpf_table_name(bpf.module, i)
-        if bname.decode() in PLUMBING_MAPS:
-            continue
-        fd = lib.bpf_table_fd(bpf.module, bname)
-        info = _bpf.map_info(fd)
-        info.update(fd=fd, key_desc=lib.bpf_table_key_desc(bpf.module, bname).decode(),
-                    leaf_desc=lib.bpf_table_leaf_desc(bpf.module, bname).decode())
-        maps[bname.decode()] = info
-    for i in range(lib.bpf_num_functions(bpf.module)):
-        fname = lib.bpf_function_name(bpf.module, i).decode()
-        if fname.startswith(METRIC_MARK):
-            metrics[fname[len(METRIC_MARK):]] = _declared_features(bpf, fname)
-        elif fname.startswith(CONFIG_MARK):
-            config_maps.append(fname[len(CONFIG_MARK):])
+    names = set(m.name for m in maps)
     for declared in list(metrics) + config_maps:
-        if declared not in maps:
-            bpf.cleanup()
+        if declared not in names:
             raise NetprobeError('probe %r declares %r as a metric or config map, but it has no map of that name'
                                 % (name, declared))
-    return LoadedProgram(bpf, fn.fd, _bpf.prog_info(fn.fd), maps, metrics, sorted(config_maps))
+    slot_relocs = _image.find_slot_relocs(insns)  # none when the probe never continues (always drops)
+    relocs = _image.find_map_relocs(insns, by_fd)
+    kept = set(n for _i, n in relocs) | set(metrics) | set(config_maps)
+    return _image.Image(mode, insns, [m for m in maps if m.name in kept], relocs, slot_relocs, metrics, config_maps,
+                        spec, built_by='bcc %s' % _bcc_version(bcc))
+
+
+def _bcc_version(bcc):
+    return getattr(bcc, '__version__', '') or 'unknown'
+
+
+class Images:
+    """Where a probe's image comes from: shipped with the task (prebuilt bytecode), this host's cache,
+    or a bcc compile (then cached). One compile per spec per host, whatever the number of interfaces."""
+
+    def __init__(self, files, shipped=None, cache=None):
+        self.files = files
+        self.shipped = shipped or {}
+        self.cache = cache or _image.Cache()
+        self.compiled = []      # (probe name, spec hash) compiled by this process
+        self.warnings = []
+        self._memo = {}
+
+    def get(self, name, source, cflags, mode, spec=None):
+        """(image, how): how is 'bytecode' (shipped), 'cached' or 'bcc'. spec: the spec hash a probe was
+        built with, tried first (a probe kept in a chain while the collection's headers changed)."""
+        for wanted in ([spec] if spec else []) + [spec_hash(source, cflags, mode, self.files)]:
+            found = self._find(name, wanted)
+            if found is not None:
+                return found
+        wanted = spec_hash(source, cflags, mode, self.files)
+        self._memo[wanted] = (self._build(name, source, cflags, mode, wanted), 'bcc')
+        return self._memo[wanted]
+
+    def _find(self, name, spec):
+        if spec in self._memo:
+            image, how = self._memo[spec]
+            return image, 'cached' if how == 'bcc' else how
+        if spec in self.shipped:
+            found = (_image.Image.loads(self.shipped[spec], 'shipped for probe %r' % name), 'bytecode')
+        else:
+            try:
+                image = self.cache.get(spec)
+            except NetprobeError as e:
+                self.warnings.append('%s; compiling again' % e.msg)
+                image = None
+            found = (image, 'cached') if image is not None else None
+        if found is not None:
+            if found[0].spec_hash != spec:
+                raise NetprobeError('bytecode for probe %r was built from another source (spec %s, expected %s): '
+                                    'refused, not loaded' % (name, found[0].spec_hash, spec))
+            self._memo[spec] = found
+        return found
+
+    def _build(self, name, source, cflags, mode, spec):
+        try:
+            import_bcc()
+        except MissingLibrary:
+            raise NetprobeError('probe %r needs a compile, and this host has no bcc (no compiler): build it where '
+                                'bcc is installed (any host running the same task caches it in %s; copy that '
+                                'file here), use a bundled probe (prebuilt bytecode), or install bcc '
+                                '(netprobe.ebpf.prereqs with prereqs_compiler: bcc)' % (name, _image.CACHE_DIR))
+        _headers, warning = prepare_headers()
+        if warning and warning not in self.warnings:
+            self.warnings.append(warning)
+        image = build_image(name, source, cflags, mode, self.files, spec)
+        self.compiled.append(name)
+        try:
+            self.cache.put(image)
+        except OSError as e:
+            self.warnings.append('bytecode cache not writable (%s): the next run compiles again' % e)
+        return image

@@ -18,6 +18,7 @@ import os
 
 from ansible_collections.netprobe.ebpf.plugins.module_utils import _metrics, _state, _swap
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
+from ansible_collections.netprobe.ebpf.plugins.module_utils._records import ProbeRecord
 
 GATHER_ARGS = dict(
     interfaces=dict(type='list', elements='str'),
@@ -105,28 +106,33 @@ def describe_chain(state, filters):
             'hook': state['hook'], 'mode': state['mode'], 'xdp_mode': state.get('xdp_mode'), 'attached': False,
             'head_prog_id': None, 'pin_dir': chain_paths(state).pin_dir,
             'drift': ['network namespace %s is gone' % (state.get('netns') or state['netns_id'])],
-            'probes': [_probe_view(rec, pos, {}) for pos, rec in enumerate(state['probes'])
+            'probes': [_probe_view(rec, pos, None) for pos, rec in enumerate(state['probes'])
                        if filters.probe(rec['name'])],
         }
     with chain:
         chain.observe()
         described = chain.describe()
-        live = dict((r['name'], r) for r in chain.live)
+        live = dict((r.name, r) for r in chain.live)
         described['drift'] = list(chain.drift)
-        described['probes'] = [_probe_view(p, p['position'], live.get(p['name'], {}))
+        described['limit'] = chain.limit()
+        if described['limit']['probes'] > described['limit']['max_probes']:
+            described['drift'].append('the chain has %(probes)d probes, more than the %(max_probes)d this kernel runs: '
+                                      'the last ones never see a packet; shorten it' % described['limit'])
+        described['probes'] = [_probe_view(p, p['position'], live.get(p['name']))
                                for p in described['probes'] if filters.probe(p['name'])]
     return described
 
 
 def _probe_view(probe, position, live):
-    keys = ('name', 'slot', 'prog_id', 'tag', 'source_hash', 'spec_hash', 'origin', 'config')
+    """probe: a described probe (or its metadata); live: its ProbeRecord as observed, None when not observed."""
+    keys = ('name', 'slot', 'prog_id', 'tag', 'source_hash', 'spec_hash', 'origin', 'config', 'build', 'image_hash')
     view = dict((k, probe.get(k)) for k in keys)
     view['position'] = position
     view['metrics'] = dict((m, _metrics.features_list(bits)) for m, bits in (probe.get('metrics') or {}).items())
-    view['lost'] = bool(live.get('lost'))
-    if live.get('_twin_id') or probe.get('twin'):
-        view['swap'] = {'active_copy': live.get('_active_copy'), 'primary_prog_id': live.get('_primary_id'),
-                        'twin_prog_id': live.get('_twin_id')}
+    view['lost'] = bool(live and live.lost)
+    if live is not None and live.twin:
+        view['swap'] = {'active_copy': live.active, 'primary_prog_id': live.primary_id,
+                        'twin_prog_id': live.twin_id}
     return view
 
 
@@ -146,21 +152,21 @@ def probe_metrics(state, rec, filters, consume=False, chain=None, warnings=None)
     """Exported metric maps of one probe. consume: apply the declared read semantics (may flip the chain)."""
     paths = chain_paths(state)
     dirs = _swap.map_dirs(paths, rec)
-    exported = sorted((m, bits) for m, bits in (rec.get('metrics') or {}).items() if bits & _metrics.NP_EXPORT)
+    exported = sorted((m, bits) for m, bits in rec.metrics.items() if bits & _metrics.NP_EXPORT)
     idle_dir = idle_copy = None
     if consume and any(bits & _metrics.NP_SWAP for _m, bits in exported):
-        live = chain._record(rec['name']) if chain is not None else None
+        live = chain.record(rec.name) if chain is not None else None
         try:
-            if live is None or live.get('lost'):
-                raise NetprobeError('probe %s is not live in its chain' % rec['name'])
+            if live is None or live.lost:
+                raise NetprobeError('probe %s is not live in its chain' % rec.name)
             idle_copy = _swap.flip(chain, live)
             idle_dir = _swap.map_dirs(paths, live)[idle_copy]
         except NetprobeError as e:
             if warnings is not None:
-                warnings.append('%s: swap read not possible, read without reset: %s' % (rec['name'], e.msg))
+                warnings.append('%s: swap read not possible, read without reset: %s' % (rec.name, e.msg))
     out = []
     for name, bits in exported:
-        layout = (rec.get('maps') or {}).get(name) or {}
+        layout = rec.maps.get(name) or {}
         copies = [dirs['primary']] + ([dirs['twin']] if dirs['twin'] else [])
         if bits & _metrics.NP_SWAP and idle_dir:
             read_mode, plan = 'swap', [(idle_dir, True)]
@@ -175,7 +181,7 @@ def probe_metrics(state, rec, filters, consume=False, chain=None, warnings=None)
                 reads.append(entries)
         except OSError as e:
             if warnings is not None:
-                warnings.append('%s/%s: map not readable: %s' % (rec['name'], name, e))
+                warnings.append('%s/%s: map not readable: %s' % (rec.name, name, e))
             continue
         entries = reads[0] if len(reads) == 1 else _metrics.merge_entries(reads)
         item = _metrics.present(name, layout, bits, entries, method, read_mode, per_cpu=filters.per_cpu,
@@ -183,7 +189,7 @@ def probe_metrics(state, rec, filters, consume=False, chain=None, warnings=None)
         if read_mode == 'swap':
             item['copy_read'] = idle_copy  # the other copy now counts
         item.update(netns=state.get('netns') or 'host', netns_id=state['netns_id'], interface=state['interface'],
-                    hook=state['hook'], mode=state['mode'], probe=rec['name'])
+                    hook=state['hook'], mode=state['mode'], probe=rec.name)
         out.append(item)
     return out
 
@@ -203,8 +209,8 @@ def gather(filters, subsets, consume=False, warnings=None):
                 result['chains'].append(describe_chain(state, filters))
             if 'metrics' not in subsets:
                 continue
-            wanted = [r for r in state['probes'] if filters.probe(r['name'])]
-            needs_chain = consume and any(_swap.has_swap(r.get('metrics')) for r in wanted)
+            wanted = [ProbeRecord.from_json(r) for r in state['probes'] if filters.probe(r['name'])]
+            needs_chain = consume and any(_swap.has_swap(r.metrics) for r in wanted)
             chain = open_chain(state) if needs_chain else None
             if chain is not None:
                 with chain:

@@ -42,6 +42,7 @@ TC_PARENTS = {'ingress': 0xFFFFFFF2, 'egress': 0xFFFFFFF3}
 # Our own filter slot on each clsact hook; anything else there is foreign and left alone.
 TC_PRIO = 0x4E50
 TC_HANDLE = 0x4E50
+TC_HOLD_PRIO = 0x4E4F  # an XDP chain's stand-in during a mode switch (runs before a TC chain of ours)
 TCA_BPF_NAME = 7
 TCA_BPF_ID = 11
 ETH_P_ALL = 0x0003
@@ -170,37 +171,38 @@ def tc_filters(ipr, ifindex, hook):
     return out
 
 
-def _is_ours(tc_filter):
-    return (tc_filter['info'] >> 16) == TC_PRIO and tc_filter['handle'] == TC_HANDLE
+def _is_ours(tc_filter, prio=TC_PRIO):
+    return (tc_filter['info'] >> 16) == prio and tc_filter['handle'] == prio
 
 
-def tc_query(ipr, ifindex, hook):
-    """Program id of our filter on a clsact hook, 0 when it is not there (other filters are not ours)."""
-    return next((_tc_prog_id(f) for f in _filters(ipr, ifindex, hook) if _is_ours(f)), 0)
+def tc_query(ipr, ifindex, hook, prio=TC_PRIO):
+    """Program id of our filter on a clsact hook, 0 when it is not there (other filters are not ours).
+    prio: our filter's priority, which is also its handle."""
+    return next((_tc_prog_id(f) for f in _filters(ipr, ifindex, hook) if _is_ours(f, prio)), 0)
 
 
 def has_clsact(ipr, ifindex):
     return any(q.get_attr('TCA_KIND') == 'clsact' for q in ipr.get_qdiscs(ifindex))
 
 
-def tc_attach(ipr, ifindex, hook, fd, name):
+def tc_attach(ipr, ifindex, hook, fd, name, prio=TC_PRIO):
     """Create clsact if missing; then add, or atomically replace, our filter. Returns True if clsact was created."""
     created = False
     if not has_clsact(ipr, ifindex):
         ipr.tc('add', 'clsact', ifindex)
         created = True
     try:
-        ipr.tc('replace-filter', 'bpf', ifindex, TC_HANDLE, fd=fd, name=name, parent=TC_PARENTS[hook],
-               prio=TC_PRIO, protocol=ETH_P_ALL, direct_action=True)
+        ipr.tc('replace-filter', 'bpf', ifindex, prio, fd=fd, name=name, parent=TC_PARENTS[hook],
+               prio=prio, protocol=ETH_P_ALL, direct_action=True)
     except NetlinkError as e:
         raise NetprobeError('TC attach failed: %s' % (e,))
     return created
 
 
-def tc_detach(ipr, ifindex, hook, remove_clsact):
+def tc_detach(ipr, ifindex, hook, remove_clsact, prio=TC_PRIO):
     """Remove our filter; remove clsact too when asked and nothing else uses it. True if clsact went."""
     try:
-        ipr.tc('del-filter', 'bpf', ifindex, TC_HANDLE, parent=TC_PARENTS[hook], prio=TC_PRIO, protocol=ETH_P_ALL)
+        ipr.tc('del-filter', 'bpf', ifindex, prio, parent=TC_PARENTS[hook], prio=prio, protocol=ETH_P_ALL)
     except NetlinkError as e:
         if e.code not in (2, 22):
             raise

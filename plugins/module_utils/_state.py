@@ -97,6 +97,9 @@ class ChainPaths:
         self.pin_dir = os.path.join(PIN_ROOT, rel)
         self.progs = os.path.join(self.pin_dir, 'progs')
         self.meta = os.path.join(self.pin_dir, 'meta')
+        # the chain's ring buffer of probe events (np_emit, np_sample) and its per-CPU count of lost events
+        self.events = os.path.join(self.pin_dir, 'events')
+        self.events_lost = os.path.join(self.pin_dir, 'events_lost')
         self.state_file = os.path.join(RUN_ROOT, 'chains', rel + '.json')
         # present while netprobe owns the interface's clsact qdisc (shared by its ingress and egress chains)
         self.clsact_marker = os.path.join(RUN_ROOT, 'clsact', str(netns_id), ifname)
@@ -105,14 +108,27 @@ class ChainPaths:
         return os.path.join(self.pin_dir, check_name('probe name', probe))
 
     def gen_dir(self, probe, gen):
-        """Each compile of a probe is a generation: the old one stays pinned until the new one is linked."""
+        """A probe's map set: its maps (and its swap twin's), kept across patches while their layout holds."""
         return os.path.join(self.probe_dir(probe), 'g%d' % gen)
 
-    def prog_pin(self, probe, gen):
-        return os.path.join(self.gen_dir(probe, gen), 'prog')
+    def map_dir(self, probe, gen, twin=False):
+        return os.path.join(self.gen_dir(probe, gen), 'twin', 'maps') if twin else os.path.join(
+            self.gen_dir(probe, gen), 'maps')
 
-    def map_pin(self, probe, gen, map_name):
-        return os.path.join(self.gen_dir(probe, gen), 'maps', map_name)
+    def map_pin(self, probe, gen, map_name, twin=False):
+        return os.path.join(self.map_dir(probe, gen, twin), map_name)
+
+    def prog_pin(self, probe, copy, gen, twin=False):
+        """A loaded copy of a probe's program. Copy 0 is where metadata version 1 pinned it."""
+        if copy == 0:
+            return os.path.join(self.gen_dir(probe, gen), 'twin', 'prog') if twin else os.path.join(
+                self.gen_dir(probe, gen), 'prog')
+        return os.path.join(self.probe_dir(probe), 'p%d%s' % (copy, '-twin' if twin else ''))
+
+    @property
+    def hold_dir(self):
+        """The chain's stand-in on TC ingress while an XDP chain changes mode."""
+        return os.path.join(self.pin_dir, 'hold')
 
 
 def makedirs_private(path):

@@ -18,6 +18,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.netprobe.ebpf.plugins.module_utils._compile import HEADER_FILES
+from ansible_collections.netprobe.ebpf.plugins.plugin_utils import _prebuilt
 
 BPF_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), '..', '..', 'bpf'))
 PROBES_DIR = os.path.join(BPF_DIR, 'probes')
@@ -54,6 +55,7 @@ def resolve_code(action, spec, where):
             raise AnsibleActionFail('%s: unknown bundled probe %r; available: %s'
                                     % (where, spec['probe'], ', '.join(available)))
         spec['source'] = _read(os.path.join(PROBES_DIR, spec['probe'] + '.c'))
+        action.bundled_used.add(spec['probe'])
     return spec
 
 
@@ -63,6 +65,7 @@ class ProbeAction(ActionBase):
     _supports_check_mode = True
     _supports_async = False
     module_name = None
+    bundled_used = None
 
     def resolve(self, args):
         raise NotImplementedError
@@ -70,7 +73,9 @@ class ProbeAction(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super(ProbeAction, self).run(tmp, task_vars)
         args = dict(self._task.args)
+        self.bundled_used = set()
         self.resolve(args)
         args['_netprobe_files'] = bpf_files()
+        args['_netprobe_images'] = _prebuilt.images(self.bundled_used)
         result.update(self._execute_module(module_name=self.module_name, module_args=args, task_vars=task_vars))
         return result

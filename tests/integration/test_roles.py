@@ -125,7 +125,8 @@ def test_deploy_rerun_and_edit_one_probe(lab, tmp_path):
     assert out['stats']['localhost']['changed'] == 0
     assert chain_state(lab, lab.ns_b, lab.if_b, 'xdp-ingress') == first
 
-    # moving one probe relinks it: no compile, every program id stays
+    # moving one probe rebuilds the part of the chain that changes beside the live one, without a compile:
+    # new copies of passed and seen (over their maps), the tail keeps its program
     moved = [probe('passed'), probe('seen'), drop('drop', 9)]
     rc, out = deploy(record, lab_chains(lab, moved, [probe('sent')]))
     assert rc == 0, failed_task(out)
@@ -135,13 +136,16 @@ def test_deploy_rerun_and_edit_one_probe(lab, tmp_path):
     assert not results['%s|%s|egress|tc' % (lab.ns_b, lab.if_b)]['changed']
     after_move = chain_state(lab, lab.ns_b, lab.if_b, 'xdp-ingress')
     assert names(after_move) == ['passed', 'seen', 'drop']
-    assert dict(after_move) == dict(first)
+    assert dict(after_move)['drop'] == dict(first)['drop']
+    assert dict(after_move)['seen'] != dict(first)['seen'] and dict(after_move)['passed'] != dict(first)['passed']
+    first = after_move
 
-    # changing one probe's build configuration recompiles that probe only
+    # changing one probe's build configuration recompiles that probe only (or loads what this host compiled
+    # for the same configuration before)
     changed = [probe('passed'), probe('seen'), drop('drop', 10)]
     rc, out = deploy(record, lab_chains(lab, changed, [probe('sent')]))
     assert rc == 0, failed_task(out)
-    assert chain_results(out)['%s|%s|ingress|xdp' % (lab.ns_b, lab.if_b)]['compiled'] == ['drop']
+    assert chain_results(out)['%s|%s|ingress|xdp' % (lab.ns_b, lab.if_b)]['compiled'] in ([], ['drop'])
     after_change = dict(chain_state(lab, lab.ns_b, lab.if_b, 'xdp-ingress'))
     assert after_change['drop'] != dict(first)['drop']
     assert after_change['seen'] == dict(first)['seen'] and after_change['passed'] == dict(first)['passed']

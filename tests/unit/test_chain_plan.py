@@ -4,6 +4,7 @@ import pytest
 
 from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
+from ansible_collections.netprobe.ebpf.plugins.module_utils._records import ProbeRecord
 from ansible_collections.netprobe.ebpf.plugins.module_utils._state import check_ifname, check_name
 from ansible_collections.netprobe.ebpf.plugins.modules import ebpf_chain, ebpf_probe
 
@@ -14,8 +15,8 @@ def make_chain(names, mode='xdp'):
     chain = _chain.Chain('eth0', 'ingress', mode, files=FILES)
     for slot, name in enumerate(names):
         spec = _chain.ProbeSpec(name, 'src-' + name, 'inline')
-        chain.live.append({'name': name, 'slot': slot, 'gen': 1, 'spec_hash': spec.hash(mode, FILES),
-                           'source': spec.source, 'origin': 'inline', 'cflags': [], 'prog_id': 100 + slot})
+        chain.live.append(ProbeRecord(name, slot=slot, gen=1, spec_hash=spec.hash(mode, FILES), source=spec.source,
+                                      origin='inline', cflags=[], prog_id=100 + slot))
     return chain
 
 
@@ -26,25 +27,25 @@ def specs(*names, **changed):
 def test_same_chain_plans_nothing():
     chain = make_chain(['a', 'b', 'c'])
     plan = chain.plan(specs('a', 'b', 'c'))
-    assert not chain.plan_changes(plan)
+    assert not plan.changes
 
 
 def test_changed_source_is_a_patch_in_place():
     plan = make_chain(['a', 'b', 'c']).plan(specs('a', 'b', 'c', b='new'))
-    assert [s.name for s in plan['compile']] == ['b'] and plan['move'] == [] and plan['remove'] == []
+    assert [s.name for s in plan.compile] == ['b'] and plan.move == [] and plan.remove == []
 
 
 def test_changed_cflags_recompile():
     chain = make_chain(['a'])
     plan = chain.plan([_chain.ProbeSpec('a', 'src-a', 'inline', cflags=['-DX=1'])])
-    assert [s.name for s in plan['compile']] == ['a']
+    assert [s.name for s in plan.compile] == ['a']
 
 
 def test_config_only_change_does_not_compile():
     chain = make_chain(['a'])
-    chain.live[0]['origin'] = 'bundled:rate_limiter'
+    chain.live[0].origin = 'bundled:rate_limiter'
     plan = chain.plan([_chain.ProbeSpec('a', 'src-a', 'bundled:rate_limiter', config={'rate': 10})])
-    assert plan['compile'] == [] and [s.name for s in plan['configure']] == ['a']
+    assert plan.compile == [] and [s.name for s in plan.configure] == ['a']
 
 
 @pytest.mark.parametrize('current,desired,moves', [
@@ -55,13 +56,13 @@ def test_config_only_change_does_not_compile():
 ])
 def test_reorder_moves_the_fewest_probes(current, desired, moves):
     plan = make_chain(list(current)).plan(specs(*desired))
-    assert sorted(plan['move']) == sorted(moves) or len(plan['move']) == len(moves)
-    assert plan['compile'] == []
+    assert sorted(plan.move) == sorted(moves) or len(plan.move) == len(moves)
+    assert plan.compile == []
 
 
 def test_removed_and_new_probes():
     plan = make_chain(['a', 'b', 'c']).plan(specs('a', 'x', 'c'))
-    assert plan['remove'] == ['b'] and [s.name for s in plan['compile']] == ['x']
+    assert plan.remove == ['b'] and [s.name for s in plan.compile] == ['x']
 
 
 def test_duplicate_names_are_refused():
