@@ -577,13 +577,14 @@ class ChainHead:
     `position` the tc_position option (TCX only)."""
 
     def __init__(self, netns, ifname, mode, hook, pin_dir, xdp_mode='skb', requested='auto', position=None,
-                 clsact_marker=None, own_name=None, filter_name='netprobe', have=None):
+                 clsact_marker=None, own_name=None, filter_name='netprobe', have=None, remembered=None):
         self.netns, self.ifname, self.mode, self.hook = netns, ifname, mode, hook
         self.xdp_mode, self.requested = xdp_mode, requested or 'auto'
         self.position = position if isinstance(position, Position) else Position.parse(position)
         self.link_pin = os.path.join(pin_dir, HEAD_LINK)
         self.clsact_marker, self.own_name, self.filter_name = clsact_marker, own_name, filter_name
         self._have = have
+        self.remembered = remembered if remembered in PATHS else None  # the path the last run chose
         self.ipr = self.ifindex = None
         self.state = None    # HeadState of the path in use (or of the wanted path when nothing is attached)
         self.in_use = None   # path holding our head now, None when nothing of ours is attached
@@ -603,6 +604,10 @@ class ChainHead:
 
     @property
     def wanted(self):
+        """The path the options ask for. `auto` keeps the path the last run chose (a rerun that changes
+        nothing probes nothing); a new chain tries the kernel once."""
+        if self.requested == 'auto' and self.remembered:
+            return self.remembered
         if self._have is None and self.requested == 'auto':
             self._have = kernel_paths()[0]
         return choose(self.mode, self.requested, self._have)
@@ -622,26 +627,35 @@ class ChainHead:
                 self.drift.append('the %s head link on %s was detached (by another tool, or the interface was '
                                   'recreated): reattached' % (modern, self.ifname))
         if self.in_use and self.in_use != self.wanted:
-            self.drift.append('head attached by %s, wanted %s: migrated (new attachment first)' % (self.in_use, self.wanted))
+            how = ('new attachment first' if self.mode == 'tc'
+                   else 'the chain held on TC ingress meanwhile, unless mode_switch is gap')
+            self.drift.append('head attached by %s, wanted %s: migrated (%s)' % (self.in_use, self.wanted, how))
         return self.state
 
     @property
     def prog_id(self):
         return self.state.prog_id if self.state is not None and self.state.attached else 0
 
-    def set(self, fd):
-        """Make the hook run fd (None: detach). Atomic on one path; across paths new first, then old."""
+    @property
+    def migrating(self):
+        """Our head is attached by another path than the options ask for."""
+        return bool(self.in_use) and self.in_use != self.wanted
+
+    def set(self, fd, migrate=True):
+        """Make the hook run fd (None: detach). Atomic on one path; across paths new first, then old.
+        migrate=False keeps the path in use (the chain moves an XDP head across paths only while its
+        stand-in holds TC ingress)."""
         if self.state is None:
             self.observe()
         current, in_use = self.prog_id, self.in_use
-        wanted = self.wanted if fd is not None else None
+        wanted = (self.wanted if migrate or not in_use else in_use) if fd is not None else None
         if fd is None:
             if in_use:
                 self.path(in_use).detach()
             self._drop_stale_link()
         elif in_use == wanted and current:
-            if self.mode == 'xdp' and in_use == XDP_NETLINK and self.state.mode not in (None, self.xdp_mode):
-                # skb <-> native: the kernel cannot swap across modes
+            if self.mode == 'xdp' and self.state.mode not in (None, self.xdp_mode):
+                # skb <-> native: the kernel cannot swap across modes (the chain holds TC ingress meanwhile)
                 self.path(in_use).detach()
                 self.path(wanted).attach(fd)
             else:
