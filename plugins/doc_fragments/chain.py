@@ -43,10 +43,10 @@ options:
     description:
       - How an XDP chain changes O(xdp_mode). The kernel cannot move an XDP program across modes, so the
         chain is detached and attached again.
-      - C(hold) (default) keeps the same probes on TC ingress during the switch, over the same maps: every
+      - C(hold) (default) keeps the same probes on TC ingress during the switch, over the same maps, so every
         packet meets the chain at least once; packets arriving during the switch (milliseconds) may meet
         it twice, so counters can count them twice. Dropping probes are safe.
-      - C(gap) switches without a stand-in: packets arriving during the switch pass unjudged.
+      - C(gap) switches without a stand-in, and packets arriving during the switch pass unjudged.
     type: str
     default: hold
     choices: [hold, gap]

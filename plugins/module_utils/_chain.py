@@ -439,10 +439,13 @@ class Chain:
         return fds
 
     def _free_slot(self, taken):
+        """A slot no live copy uses and that is empty: a run killed after its switch may have left a linked
+        chain the metadata does not know; its slots are not overwritten (they are cleared after the next
+        switch, see _clear_unused_slots)."""
         size = _bpf.map_info(self.progs_fd)['max_entries']
         used = set(r.slot for r in self.live if not r.lost) | taken
         for slot in range(size):
-            if slot not in used:
+            if slot not in used and not self.successor_id(slot):
                 return slot
         raise NetprobeError('no free slot in the chain\'s program array (%d slots): remove the chain '
                             '(state: absent) and apply it again' % size)
@@ -462,6 +465,8 @@ class Chain:
                           gen=(old.gen if old else 1), metrics=image.metrics, config_maps=image.config_maps,
                           twin=_swap.has_swap(image.metrics), tail_calls=image.extra_tail_calls())
         rec.maps = dict((m.name, m.layout()) for m in image.own_maps())
+        if old is not None and old.image_hash == image.hash:
+            rec.build = old.build  # a new copy of the same bytecode: how it was obtained has not changed
         if old is not None and rec.twin and old.active in ('primary', 'twin'):
             rec.active = old.active
         fresh = old is None or old.lost or bool(spec and spec.reset_metrics)
@@ -484,8 +489,7 @@ class Chain:
                     if old is not None and rec.gen == old.gen:
                         continue  # every map kept, already pinned in this map set
                     pin = self.paths.map_pin(d.name, rec.gen, name, twin)
-                    _state.makedirs_private(os.path.dirname(pin))
-                    _bpf.obj_pin(fds[name], pin)
+                    self._pin(fds[name], pin)
                     new_pins.append(pin)
                 if fresh or not all_kept or _config.config_hash(old.config) != _config.config_hash(config):
                     # configured before anything leads to it
@@ -494,8 +498,7 @@ class Chain:
             for twin, (fds, _reused) in sets.items():
                 copies[twin] = image.load(slot, dict(fds, **plumbing), d.name)
                 pin = self.paths.prog_pin(d.name, rec.copy, rec.gen, twin)
-                _state.makedirs_private(os.path.dirname(pin))
-                _bpf.obj_pin(copies[twin], pin)
+                self._pin(copies[twin], pin)
                 new_pins.append(pin)
         except Exception:
             for fd in list(copies.values()):
@@ -528,6 +531,21 @@ class Chain:
                 fd = m.create()
             fds[m.name] = fd
         return fds, reused
+
+    def _clear_unused_slots(self):
+        """After a switch and a grace period: entries of slots no live copy uses belong to nothing reachable
+        (left by a killed run). Clearing them lets the programs they hold go."""
+        used = set(r.slot for r in self.live)
+        for slot in range(_bpf.map_info(self.progs_fd)['max_entries']):
+            if slot not in used:
+                _bpf.map_delete(self.progs_fd, _u32(slot))
+
+    @staticmethod
+    def _pin(fd, path):
+        """Pin fd at path, replacing a pin the metadata does not know (left by a run killed mid-build)."""
+        _state.makedirs_private(os.path.dirname(path))
+        _state.unpin(path)
+        _bpf.obj_pin(fd, path)
 
     @staticmethod
     def _config_maps(image, fds):
@@ -581,12 +599,11 @@ class Chain:
                 if fd is not None and fd != b.rec.fd:
                     os.close(fd)
         self.live = new_live
-        if old_part:
+        if old_part or built:
             _swap.wait_for_running_programs()
+            self._clear_unused_slots()
         names = set(d.name for d in desired)
-        for old in old_part:
-            if not old.lost and self.progs_fd is not None:
-                _bpf.map_delete(self.progs_fd, _u32(old.slot))
+        for old in old_part:  # their slots were cleared with the unused ones
             self.release(old)
             if old.name not in names:
                 _state.remove_tree(self.paths.probe_dir(old.name))

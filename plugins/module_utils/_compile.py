@@ -260,6 +260,7 @@ class Images:
             return image, 'cached' if how == 'bcc' else how
         if spec in self.shipped:
             found = (_image.Image.loads(self.shipped[spec], 'shipped for probe %r' % name), 'bytecode')
+            self._keep(found[0])  # a later copy of it (a neighbour's move) may not have it shipped
         else:
             try:
                 image = self.cache.get(spec)
@@ -287,8 +288,13 @@ class Images:
             self.warnings.append(warning)
         image = build_image(name, source, cflags, mode, self.files, spec)
         self.compiled.append(name)
+        self._keep(image)
+        return image
+
+    def _keep(self, image):
+        if os.path.exists(self.cache.path(image.spec_hash)):
+            return
         try:
             self.cache.put(image)
         except OSError as e:
             self.warnings.append('bytecode cache not writable (%s): the next run compiles again' % e)
-        return image

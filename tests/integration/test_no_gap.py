@@ -8,10 +8,8 @@ engine path as a module run (observe, plan, apply under the host lock), in-proce
 fit in CI; tests/integration/test_chain.py covers the module path itself.
 """
 
-import ctypes
 import os
 import random
-import socket
 import threading
 import time
 
