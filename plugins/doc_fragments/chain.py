@@ -52,13 +52,13 @@ options:
     choices: [hold, gap]
   xdp_attach:
     description:
-      - How an XDP chain's head is attached. C(link) uses a C(bpf_link) (Linux 5.9+), pinned with the chain:
+      - How an XDP chain's head is attached. C(link) uses a C(bpf_link) (Linux 5.9+), pinned with the chain;
         a stray C(ip link set dev X xdp off) cannot remove it, and head swaps are atomic link updates.
         C(netlink) attaches through netlink as older tools do. C(auto) takes C(link) when the kernel has it
         (tried for real, not read from the version), and keeps whatever path the chain was attached by last.
       - A chain attached by another path than asked moves across on the next run (the TC ingress stand-in of
         O(mode_switch) holds it meanwhile). The facts report the path in use as C(attach.attach_path).
-      - XDP runs one program per interface: when another program is attached there (another tool's, or
+      - XDP runs one program per interface; when another program is attached there (another tool's, or
         libxdp's C(xdp_dispatcher)) the task fails and names it; netprobe never replaces it.
     type: str
     default: auto
@@ -69,7 +69,7 @@ options:
         place O(tc_position) declares among the hook's other TCX programs. C(cls_bpf) adds a clsact + C(cls_bpf)
         direct-action filter at netprobe's own priority and handle. C(auto) takes C(tcx) when the kernel has it
         and keeps whatever path the chain was attached by last.
-      - Moving a chain between the two attaches the new way first, then removes the old one: for that instant
+      - Moving a chain between the two attaches the new way first, then removes the old one; for that instant
         both run the head, so a packet may be judged twice, never zero times.
       - Other tools' TCX programs and tc filters on the hook keep running and keep their place; they are
         listed in the facts as C(attach.foreign_programs).
@@ -78,8 +78,8 @@ options:
     choices: [auto, tcx, cls_bpf]
   tc_position:
     description:
-      - Where a TCX head goes among the hook's TCX programs when it is attached - V(first), V(last), or a dict
-        C({before: X}) or C({after: X}) with X the id of a program on the hook or the name of exactly one.
+      - Where a TCX head goes among the hook's TCX programs when it is attached, one of V(first), V(last), or a dict
+        C({before; X}) or C({after; X}) with X the id of a program on the hook or the name of exactly one.
       - The place is taken when the link is created; head swaps are link updates and keep it. C(cls_bpf)
         filters always run after every TCX program.
     type: raw
