@@ -115,7 +115,8 @@ def main():
         row = [key]
         for _s, _st, data in cols:
             value = data.get('counts', {}).get(key, '-')
-            if isinstance(value, str) and value.startswith('{'):
+            if isinstance(value, str) and value.strip().startswith('{'):
+                value = value.strip()
                 value = json.loads(value or '{}').get('total', '-')
             row.append(value)
         details.append(row)
