@@ -48,7 +48,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LENGTHS = (1, 2, 4, 8)
 MODES = ('xdp', 'tc')
-PASS_RETVAL = {'xdp': 2, 'tc': 0}  # XDP_PASS, TC_ACT_OK
+PASS_RETVAL = {'xdp': 2, 'tc': 0xFFFFFFFF}  # XDP_PASS, TC_ACT_UNSPEC (NP_PASS on TC: let the hook's others run)
 
 
 def import_engine():
@@ -102,7 +102,7 @@ PLAIN_PRELUDE = '''
 #define PASS XDP_PASS
 #else
 #define CTX struct __sk_buff
-#define PASS TC_ACT_OK
+#define PASS TC_ACT_UNSPEC
 #endif
 
 struct proto_key { __u16 l3_proto; __u8 l4_proto; __u8 pad; };

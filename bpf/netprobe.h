@@ -46,7 +46,9 @@ typedef struct xdp_md np_ctx_t;
 #define np_load_bytes(ctx, off, buf, len) bpf_xdp_load_bytes((ctx), (off), (buf), (len))
 #elif defined(NP_MODE_TC)
 typedef struct __sk_buff np_ctx_t;
-#define NP_PASS TC_ACT_OK
+/* TC_ACT_UNSPEC, not TC_ACT_OK: "no verdict", so the hook's other programs (TCX programs placed
+ * after the chain, cls_bpf filters of other tools) still see the packet; alone on the hook it passes */
+#define NP_PASS TC_ACT_UNSPEC
 #define NP_DROP TC_ACT_SHOT
 #define NP_ABORTED TC_ACT_SHOT
 #define np_data(ctx) ((void *)(long)(ctx)->data)

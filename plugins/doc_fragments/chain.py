@@ -27,7 +27,7 @@ options:
   mode:
     description:
       - C(xdp) attaches at the driver (ingress only, the kernel has no XDP egress hook);
-        C(tc) attaches a clsact C(cls_bpf) filter in direct-action mode (ingress or egress).
+        C(tc) attaches at the traffic-control hook (ingress or egress), by TCX or clsact + C(cls_bpf), see O(tc_attach).
       - Defaults to C(xdp) for O(hook=ingress) and C(tc) for O(hook=egress).
       - An XDP and a TC chain can coexist on the same interface's ingress.
     type: str
@@ -50,6 +50,40 @@ options:
     type: str
     default: hold
     choices: [hold, gap]
+  xdp_attach:
+    description:
+      - How an XDP chain's head is attached. C(link) uses a C(bpf_link) (Linux 5.9+), pinned with the chain;
+        a stray C(ip link set dev X xdp off) cannot remove it, and head swaps are atomic link updates.
+        C(netlink) attaches through netlink as older tools do. C(auto) takes C(link) when the kernel has it
+        (tried for real, not read from the version), and keeps whatever path the chain was attached by last.
+      - A chain attached by another path than asked moves across on the next run (the TC ingress stand-in of
+        O(mode_switch) holds it meanwhile). The facts report the path in use as C(attach.attach_path).
+      - XDP runs one program per interface; when another program is attached there (another tool's, or
+        libxdp's C(xdp_dispatcher)) the task fails and names it; netprobe never replaces it.
+    type: str
+    default: auto
+    choices: [auto, link, netlink]
+  tc_attach:
+    description:
+      - How a TC chain's head is attached. C(tcx) uses a TCX link (Linux 6.6+), pinned with the chain, at the
+        place O(tc_position) declares among the hook's other TCX programs. C(cls_bpf) adds a clsact + C(cls_bpf)
+        direct-action filter at netprobe's own priority and handle. C(auto) takes C(tcx) when the kernel has it
+        and keeps whatever path the chain was attached by last.
+      - Moving a chain between the two attaches the new way first, then removes the old one; for that instant
+        both run the head, so a packet may be judged twice, never zero times.
+      - Other tools' TCX programs and tc filters on the hook keep running and keep their place; they are
+        listed in the facts as C(attach.foreign_programs).
+    type: str
+    default: auto
+    choices: [auto, tcx, cls_bpf]
+  tc_position:
+    description:
+      - Where a TCX head goes among the hook's TCX programs when it is attached, one of V(first), V(last), or a dict
+        C({before; X}) or C({after; X}) with X the id of a program on the hook or the name of exactly one.
+      - The place is taken when the link is created; head swaps are link updates and keep it. C(cls_bpf)
+        filters always run after every TCX program.
+    type: raw
+    default: last
   _netprobe_files:
     description:
       - Internal. The C files of the collection's C(bpf/) directory, read on the controller and sent by

@@ -178,6 +178,88 @@ def prog_test_run(fd, data, repeat=1):
     return retval, duration
 
 
+# --- bpf_link attachments (XDP links since 5.9, TCX since 6.6) and multi-program queries ---------------
+PROG_QUERY = 16
+LINK_CREATE = 28
+LINK_UPDATE = 29
+LINK_GET_FD_BY_ID = 30
+LINK_GET_NEXT_ID = 31
+LINK_DETACH = 34
+
+ATTACH_XDP = 37
+ATTACH_TCX_INGRESS = 46
+ATTACH_TCX_EGRESS = 47
+
+BPF_F_REPLACE = 1 << 2
+BPF_F_BEFORE = 1 << 3
+BPF_F_AFTER = 1 << 4
+BPF_F_ID = 1 << 5
+BPF_F_LINK = 1 << 13
+
+LINK_TYPES = {1: 'raw_tracepoint', 2: 'tracing', 3: 'cgroup', 4: 'iter', 5: 'netns', 6: 'xdp',
+              7: 'perf_event', 8: 'kprobe_multi', 9: 'struct_ops', 10: 'netfilter', 11: 'tcx',
+              12: 'uprobe_multi', 13: 'netkit'}
+
+
+def link_create(prog_fd, ifindex, attach_type, flags=0, relative=0, expected_revision=0):
+    """BPF_LINK_CREATE on an interface (resolved in the calling thread's network namespace).
+    For XDP, flags are the XDP mode flags; for TCX, BPF_F_BEFORE/AFTER (| BPF_F_ID | BPF_F_LINK) with
+    relative the fd or id of the program (or link) to go before or after. Returns the link fd."""
+    return bpf(LINK_CREATE, struct.pack('=IIIIIIQ', prog_fd, ifindex, attach_type, flags, relative, 0,
+                                        expected_revision))
+
+
+def link_update(link_fd, new_prog_fd, old_prog_fd=None):
+    """Swap the link's program; with old_prog_fd, only if that program is still the link's (BPF_F_REPLACE)."""
+    flags = 0 if old_prog_fd is None else BPF_F_REPLACE
+    bpf(LINK_UPDATE, struct.pack('=IIII', link_fd, new_prog_fd, flags, old_prog_fd or 0))
+
+
+def link_detach(link_fd):
+    """Detach the link from its hook; the link object stays (defunct) until its last fd or pin goes."""
+    bpf(LINK_DETACH, struct.pack('=I', link_fd))
+
+
+def link_fd_by_id(link_id):
+    return bpf(LINK_GET_FD_BY_ID, struct.pack('=III', link_id, 0, 0))
+
+
+def link_next_id(start_id):
+    """The id of the next link after start_id, 0 at the end."""
+    attr = ctypes.create_string_buffer(struct.pack('=II', start_id, 0), 160)
+    try:
+        bpf(LINK_GET_NEXT_ID, attr)
+    except BpfError as e:
+        if e.errno == errno.ENOENT:
+            return 0
+        raise
+    return struct.unpack_from('=I', attr.raw, 4)[0]
+
+
+def link_info(fd):
+    """type, id, prog_id, ifindex (0 once detached) and, for TCX, attach_type of the link behind fd."""
+    raw = _info(fd, 64)
+    ltype, lid, prog_id = struct.unpack_from('=III', raw, 0)
+    ifindex, attach_type = struct.unpack_from('=II', raw, 16)
+    kind = LINK_TYPES.get(ltype, str(ltype))
+    return {'type': kind, 'id': lid, 'prog_id': prog_id, 'ifindex': ifindex if kind in ('xdp', 'tcx', 'netkit') else 0,
+            'attach_type': attach_type if kind in ('tcx', 'netkit') else 0}
+
+
+def prog_query(ifindex, attach_type, max_count=64):
+    """BPF_PROG_QUERY of a multi-program hook (TCX): (program ids in run order, their link ids (0 for a
+    program attached without a link), revision of the hook)."""
+    prog_ids = (ctypes.c_uint32 * max_count)()
+    link_ids = (ctypes.c_uint32 * max_count)()
+    attr = ctypes.create_string_buffer(struct.pack('=IIIIQIIQQQQ', ifindex, attach_type, 0, 0,
+                                                   ctypes.addressof(prog_ids), max_count, 0, 0,
+                                                   ctypes.addressof(link_ids), 0, 0), 160)
+    bpf(PROG_QUERY, attr)
+    count = min(struct.unpack_from('=I', attr.raw, 24)[0], max_count)
+    revision = struct.unpack_from('=Q', attr.raw, 56)[0]
+    return list(prog_ids[:count]), list(link_ids[:count]), revision
+
+
 def possible_cpus():
     """Number of possible CPUs: the stride of per-CPU map values."""
     with open('/sys/devices/system/cpu/possible') as f:

@@ -142,6 +142,8 @@ def _attach_tests():
             ('tc_clsact', PROG_TYPE_SCHED_CLS, 0, lambda fd: _netlink.tc_attach(ipr, lo, 'ingress', fd, 'np-cap')),
             ('tcx', PROG_TYPE_SCHED_CLS, 0,
              lambda fd: os.close(_bpf.bpf(LINK_CREATE, struct.pack('=IIIIIIQ', fd, lo, TCX_INGRESS, 0, 0, 0, 0)))),
+            ('xdp_link', PROG_TYPE_XDP, 2,
+             lambda fd: os.close(_bpf.link_create(fd, peer, _bpf.ATTACH_XDP, _netlink.XDP_FLAGS_SKB_MODE))),
         )
         for name, prog_type, retval, attach in tests:
             try:
@@ -237,7 +239,7 @@ def gather():
         caps['batch_map_ops'], errors['batch_map_ops'] = False, str(e)
     caps['ring_buffer'] = probe_ring_buffer()
     found, attach_errors = probe_attachments()
-    for name in ('xdp_generic', 'xdp_native', 'tc_clsact', 'tcx'):
+    for name in ('xdp_generic', 'xdp_native', 'xdp_link', 'tc_clsact', 'tcx'):
         caps[name] = bool(found.get(name))
     errors.update(attach_errors)
     caps['probe_errors'] = errors

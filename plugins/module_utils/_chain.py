@@ -20,7 +20,7 @@ import ctypes
 import os
 
 from ansible_collections.netprobe.ebpf.plugins.module_utils import (
-    _bpf, _compile, _config, _tailcalls, _netlink, _records, _state, _swap)
+    _attach, _bpf, _compile, _config, _netlink, _records, _state, _swap, _tailcalls)
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 from ansible_collections.netprobe.ebpf.plugins.module_utils._records import ProbeRecord
 
@@ -84,7 +84,7 @@ def _u32(value):
 
 class Chain:
     def __init__(self, interface, hook, mode, netns=None, xdp_mode='skb', files=None, images=None,
-                 mode_switch='hold'):
+                 mode_switch='hold', attach='auto', tc_position=None):
         if hook not in HOOKS or mode not in MODES:
             raise NetprobeError('hook must be one of %s and mode one of %s' % (HOOKS, MODES))
         if mode == 'xdp' and hook == 'egress':
@@ -113,6 +113,11 @@ class Chain:
         self.mode_change = None  # (from, to) when the XDP chain must change mode
         self.head_mode = xdp_mode  # the XDP mode head swaps use: the attached one until the mode switch
         self.hold_found = False
+        # the head attachment (_attach.py): XDP netlink | XDP bpf_link, TC cls_bpf | TCX
+        self.attach = attach or 'auto'
+        self.tc_position = _attach.Position.parse(tc_position)
+        self.head = None
+        self._in_hold = False
         self._event_fds = {}
 
     @property
@@ -164,14 +169,20 @@ class Chain:
         self.progs_fd = self._open(self.paths.progs)
         self.meta_fd = self._open(self.paths.meta)
         if self.ifindex is not None:
-            if self.mode == 'xdp':
-                self.head_id, attached_mode = _netlink.xdp_query(self.ipr, self.ifindex)
-                if self.head_id and attached_mode and attached_mode != self.xdp_mode and self.state:
-                    self.drift.append('xdp_mode changes from %s to %s' % (attached_mode, self.xdp_mode))
-                    self.mode_change = (attached_mode, self.xdp_mode)
-                    self.head_mode = attached_mode
-            else:
-                self.head_id = _netlink.tc_query(self.ipr, self.ifindex, self.hook)
+            head = self._head().observe()
+            self.head_id = self.head.prog_id
+            attached_mode = head.mode if self.head_id else None
+            if self.mode == 'xdp' and attached_mode and attached_mode != self.xdp_mode and self.state:
+                self.drift.append('xdp_mode changes from %s to %s' % (attached_mode, self.xdp_mode))
+                self.mode_change = (attached_mode, self.xdp_mode)
+                self.head_mode = attached_mode
+            if self.state:
+                self.drift.extend(self.head.drift)
+                if self.head.migrating:
+                    self.reattach = True
+                    if self.mode == 'xdp':  # no overlap on XDP: moved while the stand-in holds TC ingress
+                        self.mode_change = self.mode_change or (self.head.in_use, self.head.wanted)
+                        self.head_mode = attached_mode or self.head_mode
         self.hold_found = os.path.isdir(self.paths.hold_dir)
         if self.hold_found:
             self.drift.append('an xdp_mode switch was interrupted: its stand-in on TC ingress is removed')
@@ -191,7 +202,11 @@ class Chain:
             self.live.append(rec)
         if self.live and self.ifindex is not None:
             head = self.live[0]
-            if self.head_id == 0:
+            foreign = [p for p in self.head.state.foreign if p.kind.startswith('xdp')] if self.head else []
+            if self.head_id == 0 and foreign:
+                self.drift.append('another program (id %d, %s) is attached where the head should be'
+                                  % (foreign[0].prog_id, foreign[0].name))
+            elif self.head_id == 0:
                 self.drift.append('head program was detached from %s' % self.interface)
             elif self.head_id != head.prog_id:
                 self.drift.append('another program (id %d) is attached where the head should be' % self.head_id)
@@ -256,6 +271,7 @@ class Chain:
             'hook': self.hook, 'mode': self.mode, 'xdp_mode': self.xdp_mode if self.mode == 'xdp' else None,
             'attached': bool(records) and self.head_id != 0 and self.head_id == records[0].prog_id,
             'head_prog_id': self.head_id or None, 'pin_dir': self.paths.pin_dir, 'probes': probes,
+            'attach': self.head.describe() if self.head is not None else None,
         }
 
     def limit(self, records=None):
@@ -643,57 +659,28 @@ class Chain:
         if (head.prog_id if head else 0) != self.head_id or self.reattach:
             self._set_head(head)
 
+    def _head(self):
+        """The head attachment of this chain on the interface (observe first: it needs the ifindex)."""
+        if self.head is None:
+            self.head = _attach.ChainHead(
+                self.netns, self.interface, self.mode, self.hook, self.paths.pin_dir, xdp_mode=self.head_mode,
+                requested=self.attach, position=self.tc_position, clsact_marker=self.paths.clsact_marker,
+                own_name=_compile.ENTRY, remembered=(self.state or {}).get('attach_path'))
+        return self.head.bind(self.ipr, self.ifindex)
+
     def _set_head(self, target):
-        ipr, idx = self.ipr, self.ifindex
-        if self.mode == 'tc':
-            marker = self.paths.clsact_marker
-            if target is None:
-                if _netlink.tc_detach(ipr, idx, self.hook, os.path.exists(marker)):
-                    _state.mark(marker, False)
-            elif _netlink.tc_attach(ipr, idx, self.hook, target.fd, 'netprobe-%s' % target.name):
-                _state.mark(marker, True)
-            self.head_id = target.prog_id if target else 0
-            return
-        current_fd = self._attached_fd()
-        try:
-            attached_mode = self._attached_mode() if current_fd is not None else None
-            if target is None:
-                if current_fd is not None:
-                    _netlink.xdp_detach(ipr, idx, attached_mode, current_fd)
-            elif current_fd is not None and attached_mode == self.head_mode:
-                _netlink.xdp_attach(ipr, idx, target.fd, self.head_mode, expected_fd=current_fd)
-            else:
-                if current_fd is not None:
-                    _netlink.xdp_detach(ipr, idx, attached_mode, current_fd)
-                _netlink.xdp_attach(ipr, idx, target.fd, self.head_mode)
-        finally:
-            if current_fd is not None:
-                os.close(current_fd)
+        """Attach, swap (atomically) or detach the head, on the path the options ask for. An XDP head moves
+        to another path only while the stand-in holds TC ingress (mode_switch: hold)."""
+        head = self._head()
+        head.xdp_mode = self.head_mode
+        if target is not None:
+            head.filter_name = 'netprobe-%s' % target.name
+        hold_pending = self.mode == 'xdp' and self.mode_change is not None and self.mode_switch == 'hold'
+        head.set(target.fd if target is not None else None, migrate=self._in_hold or not hold_pending)
         self.head_id = target.prog_id if target else 0
 
     def _head_is_ours(self):
-        if self.mode == 'tc':
-            return True  # tc_query only reports our own filter
-        fd = _bpf.prog_fd_by_id(self.head_id)
-        try:
-            return _bpf.prog_info(fd)['name'] == _compile.ENTRY
-        finally:
-            os.close(fd)
-
-    def _attached_mode(self):
-        return _netlink.xdp_query(self.ipr, self.ifindex)[1]
-
-    def _attached_fd(self):
-        """fd of the XDP program on the hook, if it is one of ours; refuse to touch a foreign one."""
-        prog_id, _mode = _netlink.xdp_query(self.ipr, self.ifindex)
-        if not prog_id:
-            return None
-        fd = _bpf.prog_fd_by_id(prog_id)
-        if _bpf.prog_info(fd)['name'] != _compile.ENTRY:
-            os.close(fd)
-            raise NetprobeError('interface %s already has an XDP program (id %d) that netprobe did not attach: '
-                                'netprobe does not replace it; detach it first' % (self.interface, prog_id))
-        return fd
+        return bool(self.head is not None and self.head.prog_id)
 
     # --- XDP mode switch -------------------------------------------------------------------
 
@@ -707,7 +694,11 @@ class Chain:
             if self.mode_switch == 'hold':
                 with _hold.Hold(self) as hold:
                     hold.attach()
-                    self._rewire_all()
+                    self._in_hold = True
+                    try:
+                        self._rewire_all()
+                    finally:
+                        self._in_hold = False
                 self.mode_change = None
                 return
         self._rewire_all()
@@ -726,6 +717,7 @@ class Chain:
             'interface': self.interface, 'ifindex': self.ifindex, 'hook': self.hook, 'mode': self.mode,
             'xdp_mode': self.xdp_mode, 'probes': [r.to_json() for r in self.live],
             'pending_slots': sorted(pending_slots or self._pending_slots()),
+            'attach_path': self.head.in_use if self.head is not None else None,
         }
         _state.save_state(self.paths.state_file, data)
 

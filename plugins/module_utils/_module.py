@@ -24,6 +24,9 @@ TARGET_ARGS = dict(
     mode=dict(type='str', choices=['xdp', 'tc']),
     xdp_mode=dict(type='str', default='skb', choices=['skb', 'native']),
     mode_switch=dict(type='str', default='hold', choices=['hold', 'gap']),
+    xdp_attach=dict(type='str', default='auto', choices=['auto', 'link', 'netlink']),
+    tc_attach=dict(type='str', default='auto', choices=['auto', 'tcx', 'cls_bpf']),
+    tc_position=dict(type='raw', default='last'),
 )
 
 CODE_ARGS = dict(
@@ -61,7 +64,9 @@ def chain_from_params(params, interface=None, images=None):
     mode = params['mode'] or ('xdp' if params['hook'] == 'ingress' else 'tc')
     return _chain.Chain(interface or params['interface'], params['hook'], mode, netns=params['netns'],
                         xdp_mode=params['xdp_mode'], files=images.files, images=images,
-                        mode_switch=params.get('mode_switch') or 'hold')
+                        mode_switch=params.get('mode_switch') or 'hold',
+                        attach=params.get('xdp_attach' if mode == 'xdp' else 'tc_attach') or 'auto',
+                        tc_position=params.get('tc_position') if mode == 'tc' else None)
 
 
 def expand_interfaces(params, patterns):

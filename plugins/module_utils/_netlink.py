@@ -46,6 +46,7 @@ TC_PARENTS = {'ingress': 0xFFFFFFF2, 'egress': 0xFFFFFFF3}
 TC_PRIO = 0x4E50
 TC_HANDLE = 0x4E50
 TC_HOLD_PRIO = 0x4E4F  # an XDP chain's stand-in during a mode switch (runs before a TC chain of ours)
+TCA_BPF_NAME = 7
 TCA_BPF_ID = 11
 ETH_P_ALL = 0x0003
 
@@ -174,6 +175,34 @@ def _tc_prog_id(tc_filter):
             return struct.unpack_from('=I', raw, pos + 4)[0]
         pos += max((length + 3) & ~3, 4)
     return 0
+
+
+def _tc_bpf_attrs(tc_filter):
+    """(program id, name) of a cls_bpf filter, from the raw TCA_OPTIONS (pyroute2 decodes neither)."""
+    opts = tc_filter.get_attr('TCA_OPTIONS')
+    raw = bytes(opts.data[opts.offset:opts.offset + opts.length])
+    prog_id, name, pos = 0, '', 4
+    while pos + 4 <= len(raw):
+        length, nla_type = struct.unpack_from('=HH', raw, pos)
+        if length < 4:
+            break
+        if nla_type & 0x3FFF == TCA_BPF_ID and length >= 8:
+            prog_id = struct.unpack_from('=I', raw, pos + 4)[0]
+        elif nla_type & 0x3FFF == TCA_BPF_NAME:
+            name = raw[pos + 4:pos + length].split(b'\0', 1)[0].decode(errors='replace')
+        pos += (length + 3) & ~3
+    return prog_id, name
+
+
+def tc_filters(ipr, ifindex, hook):
+    """Every bpf filter on a clsact hook, ours included: [(priority, handle, program id, name)]."""
+    out = []
+    for f in _filters(ipr, ifindex, hook):
+        if f.get_attr('TCA_KIND') != 'bpf':
+            continue
+        prog_id, name = _tc_bpf_attrs(f)
+        out.append((f['info'] >> 16, f['handle'], prog_id, name))
+    return out
 
 
 def _is_ours(tc_filter, prio=TC_PRIO):

@@ -90,7 +90,7 @@ ansible_facts:
         capabilities:
           description:
             - kernel_release, kernel_version, architecture, btf, bpffs_mounted, jit_enabled, possible_cpus,
-              prog_type_xdp, prog_type_tc, xdp_generic, xdp_native, tc_clsact, tcx, batch_map_ops, ring_buffer,
+              prog_type_xdp, prog_type_tc, xdp_generic, xdp_native, xdp_link, tc_clsact, tcx, batch_map_ops, ring_buffer,
               bcc (available, version, path), pyroute2_version, kernel_headers (kind exact, kheaders, fallback
               or none; path), probe_errors (why a test said false).
           returned: when gathered

@@ -142,6 +142,17 @@ chain:
       description: Where the chain is pinned in bpffs.
       type: str
       returned: always
+    attach:
+      description:
+        - The head attachment - C(attach_path) in use (C(xdp-netlink), C(xdp-link), C(tc-cls_bpf), C(tcx), or
+          null when nothing of ours is attached), C(attach_wanted) (what the options ask for), C(head_link_id)
+          (link paths), C(foreign_programs) (other programs on the same hook, never touched, each with
+          prog_id, name, kind C(xdp), C(xdp_dispatcher), C(tcx) or C(cls_bpf), link_id, position or
+          priority and handle) and, on TC, C(tc_position) and C(tcx_index) (our place in the TCX run order).
+      type: dict
+      returned: when the interface exists
+      sample: {attach_path: tcx, attach_wanted: tcx, head_link_id: 12, tc_position: first, tcx_index: 0,
+               foreign_programs: [{prog_id: 88, name: cil_from_netdev, kind: tcx, link_id: 9, position: 1}]}
     probes:
       description: Probes in order, each with name, position, slot, prog_id, tag, source_hash, spec_hash, origin.
       type: list

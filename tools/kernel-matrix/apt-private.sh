@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A private apt configuration over Debian's archive (bullseye, bookworm, bookworm-backports, trixie)
+# A private apt configuration over Debian's archive (bullseye, bookworm, bookworm-backports, trixie, trixie-backports)
 # under .cache/kernel-matrix/apt: the host's /etc/apt is never touched. Used to fetch kernels + headers.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -8,7 +8,7 @@ MIRROR="${KM_MIRROR:-$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/de
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 mkdir -p "$A/etc/sources.list.d" "$A/etc/apt.conf.d" "$A/etc/preferences.d" "$A/state/lists/partial" "$A/cache/archives/partial"
 touch "$A/etc/sources.list" "$A/state/status"
-for s in bullseye bookworm bookworm-backports trixie; do
+for s in bullseye bookworm bookworm-backports trixie trixie-backports; do
   printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$MIRROR" "$s" > "$A/etc/sources.list.d/$s.sources"
 done
 printf 'Types: deb\nURIs: %s-security\nSuites: bullseye-security bookworm-security trixie-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$MIRROR" > "$A/etc/sources.list.d/security.sources"

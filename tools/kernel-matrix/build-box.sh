@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build (or reuse) the kernel-matrix Vagrant box from Debian's archive alone:
 #   a bookworm root filesystem (debootstrap) with python3, bcc, pyroute2, iproute2, ping, bpftool,
-#   one kernel per matrix entry (5.10 bullseye, 6.1 bookworm, 6.12 bookworm-backports) and, for each,
-#   its headers unpacked into /usr/src with /lib/modules/<release>/build pointing at them.
+#   one kernel per matrix entry (5.10 bullseye, 6.1 bookworm, 6.12 bookworm-backports, the newest 7.x from
+#   trixie-backports) and, for each, its headers unpacked into /usr/src with /lib/modules/<release>/build pointing at them.
 # The kernels and initrds are copied out next to the box: VMs boot them directly (one box, every kernel).
 # Outputs under .cache/kernel-matrix/: box/<key>/{box.img,netprobe-kernel-matrix.box}, boot/, kernels.env
 # Reuse: the box is rebuilt only when this script or the resolved kernel packages change (FORCE=1 rebuilds).
@@ -16,11 +16,32 @@ mkdir -p "$DEBS" "$BUILD" "$BOOT"
 t_start=$(date +%s)
 
 # --- which packages: the newest ABI of each kernel line in the archive ----------------------------
-newest_abi() {  # $1 = 5.10 | 6.1 | 6.12 ; for 6.12 the bookworm build (+deb12) matches the root fs
-  local want="$1" suffix=""
-  [ "$want" = 6.12 ] && suffix='\+deb12'
-  apt-cache show linux-image-amd64 | awk '/^Depends:/{print $2}' | sed 's/^linux-image-//' |
-    grep -E "^${want//./\\.}\.[0-9]+(-[0-9]+|${suffix})-amd64$" | sort -V | tail -1
+newest_abi() {  # $1 = 5.10 | 6.1 | 6.12 | 7.x
+  # 6.12: the bookworm build (+deb12) matches the root fs; 7.x: the newest 7 line (trixie-backports, +deb13)
+  local want="$1" pattern
+  case "$want" in
+    6.12) pattern='^6\.12\.[0-9]+\+deb12-amd64$' ;;
+    *.x)  pattern="^${want%.x}\.[0-9]+\.[0-9]+\+deb[0-9]+-amd64\$" ;;
+    *)    pattern="^${want//./\\.}\.[0-9]+-[0-9]+-amd64\$" ;;
+  esac
+  apt-cache show linux-image-amd64 | awk '/^Depends:/{for (i = 1; i <= NF; i++) if ($i ~ /^linux-image-[0-9]/) print $i}' |
+    sed 's/^linux-image-//; s/,$//' | grep -E "$pattern" | sort -V | tail -1
+}
+# Since 7.x Debian splits a kernel into linux-image-<abi> (maintainer scripts), linux-base-<abi>,
+# linux-binary-<abi> (vmlinuz) and linux-modules-<abi>; the image Pre-Depends on a newer linux-base.
+# Prints the extra package names of an ABI (none for the older, single-package kernels).
+abi_parts() {
+  apt-cache show "linux-image-$1" | awk '/^Depends:/' | tr ',' '\n' |
+    { grep -oE "linux-(base|binary|modules)-$(printf '%s' "$1" | sed 's/[.+]/\\&/g')" || true; } | sort -u
+}
+# linux-base at the version the image's Pre-Depends asks for, when the suite of the root fs is older
+linux_base_for() {
+  local need
+  need="$(apt-cache show "linux-image-$1" | awk -F'linux-base \\(>= ' '/^Pre-Depends:/{split($2, a, ")"); print a[1]}' | head -1)"
+  [ -n "$need" ] || return 0
+  apt-cache madison linux-base | awk '{print $3}' | while read -r v; do
+    if dpkg --compare-versions "$v" ge "$need"; then echo "$v"; fi
+  done | sort -V | tail -1
 }
 : > "$BUILD/kernels.env.new"
 abis=()
@@ -47,6 +68,9 @@ t0=$(date +%s)
     ls linux-headers-"$abi"_*.deb >/dev/null 2>&1 || apt-get download -q "linux-headers-$abi"
     common="$(dpkg-deb -f linux-headers-"$abi"_*.deb Depends | tr ',' '\n' | grep -o 'linux-headers-[^ ]*-common' | head -1)"
     ls "$common"_*.deb >/dev/null 2>&1 || apt-get download -q "$common"
+    for part in $(abi_parts "$abi"); do ls "$part"_*.deb >/dev/null 2>&1 || apt-get download -q "$part"; done
+    base="$(linux_base_for "$abi")"
+    if [ -n "$base" ] && ! ls linux-base_"${base//:/%3a}"_*.deb >/dev/null 2>&1; then apt-get download -q "linux-base=$base"; fi
   done )
 unset APT_CONFIG
 ls "$DEBS"/pyroute2-0.9.7-*.whl >/dev/null 2>&1 ||
@@ -87,7 +111,7 @@ for m in proc sys dev dev/pts; do
 done
 printf '#!/bin/sh\nexit 101\n' > "$ROOTFS/usr/sbin/policy-rc.d"; chmod +x "$ROOTFS/usr/sbin/policy-rc.d"
 mkdir -p "$ROOTFS/tmp/km"
-cp "$DEBS"/linux-image-*.deb "$DEBS"/pyroute2-0.9.7-*.whl "$ROOTFS/tmp/km/"
+cp "$DEBS"/linux-*.deb "$DEBS"/pyroute2-0.9.7-*.whl "$ROOTFS/tmp/km/"
 install -m 0644 "$KM_CACHE/keys/id_ed25519.pub" "$ROOTFS/tmp/km/key.pub"
 printf '%s\n' "${abis[@]}" > "$ROOTFS/tmp/km/abis"
 chroot "$ROOTFS" /bin/bash -euo pipefail <<'CHROOT'
@@ -95,8 +119,34 @@ export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 # small initramfs that finds the virtio disk
 echo MODULES=list > /etc/initramfs-tools/conf.d/kernel-matrix.conf
 printf '%s\n' virtio_pci virtio_blk virtio_net ext4 crc32c_generic > /etc/initramfs-tools/modules
+# linux-base >= 4.13 (needed by 7.x) hands run-parts two hook directories (/etc/kernel/<hook>.d and
+# /usr/share/kernel/<hook>.d, whose 00-legacy-boot puts vmlinuz/config into /boot before initramfs-tools
+# runs); bookworm's run-parts (debianutils 5.7) takes exactly one. The shim merges them the way newer
+# run-parts does (one sorted list, /etc overriding a script of the same name) and runs that.
+mkdir -p /tmp/km/shim
+cat > /tmp/km/shim/run-parts <<'SHIM'
+#!/bin/sh
+opts=; dirs=
+for a in "$@"; do case "$a" in -*) opts="$opts $a" ;; *) dirs="$dirs $a" ;; esac; done
+merged=$(mktemp -d)
+for d in $dirs; do
+  for f in "$d"/*; do [ -f "$f" ] && [ ! -e "$merged/${f##*/}" ] && ln -s "$f" "$merged/${f##*/}"; done
+done
+/bin/run-parts $opts "$merged"; rc=$?
+rm -rf "$merged"; exit $rc
+SHIM
+chmod +x /tmp/km/shim/run-parts
+export PATH="/tmp/km/shim:$PATH"
 for abi in $(cat /tmp/km/abis); do
-  dpkg -l "linux-image-$abi" 2>/dev/null | grep -q '^ii' || dpkg -i /tmp/km/linux-image-"$abi"_*.deb
+  # a newer linux-base only when this kernel's Pre-Depends asks for it (7.x), after the older kernels:
+  # their maintainer scripts fail with the newer one
+  need=$(dpkg-deb -f /tmp/km/linux-image-"$abi"_*.deb Pre-Depends | grep -o 'linux-base (>= [^)]*' | awk '{print $3}' || true)
+  if [ -n "$need" ] && ! dpkg --compare-versions "$(dpkg-query -W -f='${Version}' linux-base)" ge "$need"; then
+    dpkg -i "$(ls /tmp/km/linux-base_*.deb | sort -V | tail -1)"
+  fi
+  # the image with its split parts (linux-base-/linux-binary-/linux-modules-<abi>, 7.x) in one dpkg call
+  dpkg -l "linux-image-$abi" 2>/dev/null | grep -q '^ii' ||
+    dpkg -i $(ls /tmp/km/linux-*-"$abi"_*.deb /tmp/km/linux-image-"$abi"_*.deb 2>/dev/null | grep -v '/linux-headers-' | sort -u)
 done
 python3 -m pip install -q --no-index --no-deps --break-system-packages /tmp/km/pyroute2-0.9.7-*.whl
 # network: DHCP on the management NIC, nothing else waits for it

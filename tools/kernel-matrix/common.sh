@@ -8,7 +8,7 @@ KM_NETNS="${KM_NETNS:-kmx-vmlab}"
 KM_RUN="$KM_CACHE/run"
 KM_BOX_NAME="netprobe/kernel-matrix"
 # Kernels of the matrix: short name -> Debian package ABI name, resolved from the archive at build time
-KM_ALL_KERNELS="5.10 6.1 6.12"
+KM_ALL_KERNELS="5.10 6.1 6.12 7.x"
 mkdir -p "$KM_CACHE"
 log() { printf '[kernel-matrix %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 # Private apt configuration (Debian archive, several suites) that leaves /etc/apt untouched

@@ -10,17 +10,18 @@ import json
 import os
 import sys
 
-CHECKS = ['create', 'uname', 'converge', 'idempotence', 'ping', 'xdp_count', 'tc_count', 'verify']
+STAGES = ['create', 'converge', 'idempotence', 'verify']
 
 
 def load(results, short):
-    name = 'k' + short.replace('.', '-')
+    """(stages {stage: (rc, seconds)}, data of verify's JSON) of one column; rc 'skip' = not applicable."""
+    name = 'host' if short == 'host' else 'k' + short.replace('.', '-')
     stages, data = {}, {}
     try:
         with open(os.path.join(results, name + '.stages')) as f:
             for line in f:
                 stage, rc, seconds = line.split()
-                stages[stage] = (int(rc), int(seconds))
+                stages[stage] = (rc if rc == 'skip' else int(rc), int(seconds))
     except OSError:
         pass
     try:
@@ -28,13 +29,16 @@ def load(results, short):
             data = json.load(f)
     except (OSError, ValueError):
         pass
-    row = {}
-    for stage in ('create', 'converge', 'idempotence', 'verify'):
-        row[stage] = None if stage not in stages else stages[stage][0] == 0
-    for check in ('uname', 'ping', 'xdp_count', 'tc_count'):
-        value = data.get('checks', {}).get(check)
-        row[check] = None if value is None else str(value).lower() == 'true'
-    return name, row, stages, data
+    return stages, data
+
+
+def check_value(value):
+    """True / False / 'n/a' (not applicable on this kernel) / None (missing: the check did not run)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.lower() in ('n/a', 'na', 'skip'):
+        return 'n/a'
+    return str(value).lower() == 'true'
 
 
 def text(facts, key):
@@ -56,7 +60,19 @@ def merged_facts(data):
 
 
 def cell(value):
-    return {True: 'pass', False: 'FAIL', None: '-'}[value]
+    return {True: 'pass', False: 'FAIL', None: '-', 'n/a': 'n/a'}[value]
+
+
+def print_table(header, table):
+    widths = [max(len(str(r[i])) for r in [header] + table) for i in range(len(header))]
+
+    def line(r):
+        return '  '.join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()
+
+    print(line(header))
+    print(line(['-' * w for w in widths]))
+    for r in table:
+        print(line(r))
 
 
 def main():
@@ -67,29 +83,48 @@ def main():
     ap.add_argument('--total-seconds', type=int, default=0)
     args = ap.parse_args()
 
-    rows = [(k,) + load(args.results, k) for k in args.kernels]
-    header = ['kernel', 'release'] + CHECKS + ['headers', 'sent', 'xdp', 'tc', 'cycle s']
-    table = []
+    cols = [(k,) + load(args.results, k) for k in args.kernels]
+    # rows = the molecule stages, then every check key any column recorded (a check file adds keys)
+    keys = sorted(set(k for _s, _st, data in cols for k in data.get('checks', {})))
     failed = False
-    for short, _name, row, stages, data in rows:
-        counts = data.get('counts', {})
-        xdp = json.loads(counts.get('xdp_rx') or '{}').get('total', '-') if counts else '-'
-        tc = json.loads(counts.get('tc_tx') or '{}').get('total', '-') if counts else '-'
-        table.append([short, data.get('uname', '?')] + [cell(row[c]) for c in CHECKS]
-                     + [data.get('headers', '-'), counts.get('sent', '-'), xdp, tc,
-                        stages.get('cycle', (0, '-'))[1]])
-        failed = failed or any(row[c] is not True for c in CHECKS)
-    widths = [max(len(str(r[i])) for r in [header] + table) for i in range(len(header))]
-
-    def line(r):
-        return '  '.join(str(v).ljust(w) for v, w in zip(r, widths))
-
+    table = []
+    for stage in STAGES:
+        row = [stage]
+        for _short, stages, _data in cols:
+            value = None if stage not in stages else ('n/a' if stages[stage][0] == 'skip' else stages[stage][0] == 0)
+            failed = failed or value not in (True, 'n/a')
+            row.append(cell(value))
+        table.append(row)
+    for key in keys:
+        row = [key]
+        for _short, _stages, data in cols:
+            value = check_value(data.get('checks', {}).get(key))
+            failed = failed or value not in (True, 'n/a')
+            row.append(cell(value))
+        table.append(row)
     print()
-    print(line(header))
-    print(line(['-' * w for w in widths]))
-    for r in table:
-        print(line(r))
+    print_table(['check'] + [short for short, _s, _d in cols], table)
 
+    # details: release, headers, what check files reported as text (km_info), traffic counts, cycle time
+    info_keys = sorted(set(k for _s, _st, data in cols for k in data.get('info', {})))
+    details = [['release'] + [data.get('uname', '?') for _s, _st, data in cols],
+               ['headers'] + [data.get('headers', '-') for _s, _st, data in cols]]
+    for key in info_keys:
+        details.append([key] + [str(data.get('info', {}).get(key, '-')) for _s, _st, data in cols])
+    for key in ('sent', 'xdp_rx', 'tc_tx'):
+        row = [key]
+        for _s, _st, data in cols:
+            value = data.get('counts', {}).get(key, '-')
+            if isinstance(value, str) and value.strip().startswith('{'):
+                value = value.strip()
+                value = json.loads(value or '{}').get('total', '-')
+            row.append(value)
+        details.append(row)
+    details.append(['cycle s'] + [stages.get('cycle', (0, '-'))[1] for _s, stages, _d in cols])
+    print()
+    print_table(['detail'] + [short for short, _s, _d in cols], details)
+
+    rows = [(short, None, None, stages, data) for short, stages, data in cols]
     facts = [(short, merged_facts(data)) for short, _n, _r, _s, data in rows if data.get('facts')]
     keys = sorted(set(k for _s, f in facts for k in f) - {'release'})
     differ = [k for k in keys if len(set(json.dumps(f[k]) for _s, f in facts if k in f)) > 1]

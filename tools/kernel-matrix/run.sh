@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The kernel matrix, from a fresh machine: host deps, box (cached), libvirtd in its own netns, then per
-# kernel one VM (TCG) through molecule create / converge / idempotence / verify / destroy, one at a time.
+# kernel one VM (TCG) through molecule create / converge / idempotence / verify / destroy, one at a time,
+# and the same converge / idempotence / verify on the host's own kernel (column "host", no VM).
 # Prints a table kernel x check and the capability facts that differ; exits non-zero if a check failed.
 # Everything it started (VMs, libvirtd, virtlogd, dnsmasq, the netns) is torn down on exit, also on failure.
 #
-#   KERNELS="5.10 6.1 6.12"   subset to run (CI: KERNELS=5.10)
+#   KERNELS="5.10 6.1 6.12 7.x host"   subset to run (default: all of them)
 #   KM_FALLBACK_KERNELS="6.1" kernels converged without their exact headers (collection's fallback)
 # Every kernel runs even when an earlier one failed; the exit status covers all of them.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
-KERNELS="${KERNELS:-$KM_ALL_KERNELS}"
+KERNELS="${KERNELS:-$KM_ALL_KERNELS host}"
+VM_KERNELS="$(printf '%s\n' $KERNELS | grep -vx host | tr '\n' ' ' || true)"
 KM_FALLBACK_KERNELS="${KM_FALLBACK_KERNELS-6.1}"
 LOGS="$KM_CACHE/logs"; RESULTS="$KM_CACHE/results"
 mkdir -p "$LOGS" "$RESULTS"
@@ -25,6 +27,11 @@ cleanup() {
     ( cd "$KM_REPO" && ip netns exec "$KM_NETNS" "$KM_VENV/bin/molecule" destroy -s kernel-matrix ) \
       >>"$LOGS/teardown.log" 2>&1 || true
   fi
+  # interrupted inside the host column: its namespaces and chains
+  if [ -n "${HOST_INV:-}" ] && [ -z "${HOST_DONE:-}" ]; then
+    ( cd "$KM_REPO" && ANSIBLE_CONFIG="$KM_REPO/ansible.cfg" ansible-playbook -i "$HOST_INV" molecule/kernel-matrix/teardown-host.yml ) \
+      >>"$LOGS/teardown.log" 2>&1 || true
+  fi
   "$KM_TOOLS/libvirt-ns.sh" stop || true
   exit "$rc"
 }
@@ -32,12 +39,83 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 "$KM_TOOLS/install-deps.sh"
-t0=$(date +%s); "$KM_TOOLS/build-box.sh"; t_box=$(( $(date +%s) - t0 ))
-. "$KM_CACHE/kernels.env"
-for k in $KERNELS; do
+t_box=0
+if [ -n "${VM_KERNELS// /}" ]; then
+  t0=$(date +%s); "$KM_TOOLS/build-box.sh"; t_box=$(( $(date +%s) - t0 ))
+  . "$KM_CACHE/kernels.env"
+fi
+for k in $VM_KERNELS; do
   var="KM_RELEASE_${k//./_}"
   [ -n "${!var:-}" ] || { log "unknown kernel $k (known: $KM_ALL_KERNELS)"; exit 2; }
 done
+
+export PATH="$KM_VENV/bin:$PATH" KM_CACHE
+export ANSIBLE_COLLECTIONS_PATH="$KM_REPO/.cache/collections:$KM_CACHE/collections"
+# the collection is found through the repo's .cache/collections (same as ansible.cfg's collections_path)
+mkdir -p "$KM_REPO/.cache/collections/ansible_collections/netprobe"
+[ -e "$KM_REPO/.cache/collections/ansible_collections/netprobe/ebpf" ] ||
+  ln -sfn ../../../.. "$KM_REPO/.cache/collections/ansible_collections/netprobe/ebpf"
+
+# The host column: the same converge / idempotence / verify playbooks on the host's own kernel through a
+# local connection, with namespaces of a per-run name (other jobs share the host), then a teardown.
+# Run first: it needs no VM, and it finds a broken check in seconds rather than after a boot.
+host_stage() {  # $1 stage; same record format as molecule_stage
+  local stage=$1 t0 rc=0 playbook
+  t0=$(date +%s)
+  case $stage in
+    converge|idempotence) playbook=converge.yml ;;
+    verify) playbook=verify.yml ;;
+    teardown) playbook=teardown-host.yml ;;
+  esac
+  if [ "$stage" = idempotence ]; then
+    ( cd "$KM_REPO" && ANSIBLE_CONFIG="$KM_REPO/ansible.cfg" ansible-playbook -i "$HOST_INV" "molecule/kernel-matrix/$playbook" ) \
+      >"$LOGS/host.idempotence.out" 2>&1 || rc=$?
+    cat "$LOGS/host.idempotence.out" >> "$LOGS/host.log"
+    # like molecule's idempotence: the second converge changes nothing
+    [ $rc -ne 0 ] || grep -Eq 'changed=0 ' "$LOGS/host.idempotence.out" || rc=1
+  else
+    ( cd "$KM_REPO" && ANSIBLE_CONFIG="$KM_REPO/ansible.cfg" ansible-playbook -i "$HOST_INV" "molecule/kernel-matrix/$playbook" ) \
+      >>"$LOGS/host.log" 2>&1 || rc=$?
+  fi
+  echo "$stage $rc $(( $(date +%s) - t0 ))" >> "$RESULTS/host.stages"
+  log "host $stage: rc=$rc $(( $(date +%s) - t0 )) s"
+  return $rc
+}
+case " $KERNELS " in *" host "*)
+  HOST_TAG="h$$"
+  HOST_INV="$KM_CACHE/run/host-inventory.yml"; mkdir -p "$KM_CACHE/run"
+  host_headers=exact; [ -d "/lib/modules/$(uname -r)/build" ] || host_headers=fallback
+  # the project venv (make setup; system site packages: bcc) has pyroute2, the host's python3 may not
+  host_python=/usr/bin/python3; [ -x "$KM_REPO/.venv/bin/python" ] && host_python="$KM_REPO/.venv/bin/python"
+  cat > "$HOST_INV" <<INV
+all:
+  hosts:
+    localhost:
+      ansible_connection: local
+      ansible_python_interpreter: $host_python
+      km_kernel: "$(uname -r)"
+      km_headers: $host_headers
+      km_results: "$RESULTS/host.json"
+      km_ns_a: kmx-a-$HOST_TAG
+      km_ns_b: kmx-b-$HOST_TAG
+INV
+  : > "$LOGS/host.log"
+  log "host kernel $(uname -r) (headers $host_headers, namespaces kmx-a-$HOST_TAG kmx-b-$HOST_TAG)"
+  t0=$(date +%s)
+  echo "create skip 0" > "$RESULTS/host.stages"
+  if host_stage converge; then host_stage idempotence || true; fi
+  host_stage verify || true
+  host_stage teardown || true
+  HOST_DONE=1
+  echo "cycle 0 $(( $(date +%s) - t0 ))" >> "$RESULTS/host.stages"
+  ;;
+esac
+
+if [ -z "${VM_KERNELS// /}" ]; then
+  # shellcheck disable=SC2086
+  python3 "$KM_TOOLS/report.py" "$RESULTS" $KERNELS --box-seconds "$t_box" --total-seconds "$(( $(date +%s) - t_run ))"
+  exit $?
+fi
 
 "$KM_TOOLS/libvirt-ns.sh" start
 
@@ -53,13 +131,6 @@ if [ "$(cat "$VAGRANT_HOME/kmx-box-key" 2>/dev/null)" != "$KM_BOX_KEY" ]; then
   log "vagrant box add: $(( $(date +%s) - t0 )) s"
 fi
 
-export PATH="$KM_VENV/bin:$PATH" KM_CACHE
-export ANSIBLE_COLLECTIONS_PATH="$KM_REPO/.cache/collections:$KM_CACHE/collections"
-# the collection is found through the repo's .cache/collections (same as ansible.cfg's collections_path)
-mkdir -p "$KM_REPO/.cache/collections/ansible_collections/netprobe"
-[ -e "$KM_REPO/.cache/collections/ansible_collections/netprobe/ebpf" ] ||
-  ln -sfn ../../../.. "$KM_REPO/.cache/collections/ansible_collections/netprobe/ebpf"
-
 molecule_stage() {  # $1 stage; records "stage rc seconds" for the table
   local stage=$1 t0 rc=0
   t0=$(date +%s)
@@ -69,7 +140,7 @@ molecule_stage() {  # $1 stage; records "stage rc seconds" for the table
   return $rc
 }
 
-for k in $KERNELS; do
+for k in $VM_KERNELS; do
   var="KM_RELEASE_${k//./_}"
   export KERNEL="${!var}"
   export KNAME="k${k//./-}"

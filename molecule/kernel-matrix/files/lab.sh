@@ -1,14 +1,16 @@
 #!/bin/sh
 # Two namespaces joined by a veth, 198.18.0.0/15 addresses, static neighbours and no IPv6, so the only
 # packets on the wire are the ones verify sends. Prints "created" when it changed something.
+# Usage: lab.sh [present|absent] [namespace-a] [namespace-b]   (default kmx-a kmx-b)
 set -eu
-A=kmx-a B=kmx-b
+A=${2:-kmx-a} B=${3:-kmx-b}
 if [ "${1:-present}" = absent ]; then
   if ip netns del $A 2>/dev/null; then echo removed; fi
   ip netns del $B 2>/dev/null || true
   exit 0
 fi
-ip netns list | grep -qw "^$A" && ip netns list | grep -qw "^$B" && ip -n $A link show va >/dev/null 2>&1 && exit 0
+has_ns() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
+has_ns $A && has_ns $B && ip -n $A link show va >/dev/null 2>&1 && exit 0
 ip netns del $A 2>/dev/null || true; ip netns del $B 2>/dev/null || true
 ip netns add $A; ip netns add $B
 for ns in $A $B; do
