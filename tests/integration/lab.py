@@ -164,9 +164,12 @@ def ansible_env():
     return env
 
 
-def run_module(module, args, check=False, diff=False):
-    """Ad-hoc `ansible localhost -m netprobe.ebpf.<module> -a <json>`; returns the host's result dict."""
+def run_module(module, args, check=False, diff=False, extra_vars=None):
+    """Ad-hoc `ansible localhost -m netprobe.ebpf.<module> -a <json>`; returns the host's result dict.
+    extra_vars: e.g. {'ansible_python_interpreter': ...} to run the module with another Python."""
     cmd = [os.path.join(BIN, 'ansible'), 'localhost', '-m', 'netprobe.ebpf.' + module, '-a', json.dumps(args)]
+    if extra_vars:
+        cmd += ['-e', json.dumps(extra_vars)]
     if check:
         cmd.append('--check')
     if diff:
