@@ -168,6 +168,11 @@ def flip(text, field='insns'):
     return json.dumps(data, sort_keys=True)
 
 
+def warned(result):
+    """The module's warning texts (ansible-core 2.19 wraps each in a summary object)."""
+    return [w['event']['msg'] if isinstance(w, dict) else w for w in result.get('warnings', [])]
+
+
 def run_module_directly(args, python=None):
     """The module as a plain process, without its action plugin: its internal arguments are ours to craft."""
     env = dict(os.environ, PYTHONPATH=os.path.join(REPO, '.cache', 'collections'))
@@ -226,3 +231,190 @@ def test_bundled_probes_without_bcc_behave_as_the_bcc_builds(lab, nobcc, mode):
     assert from_bcc[1]['fw'] == from_bytecode[1]['fw']
     assert from_bytecode[2] == {'passed': limited, 'dropped': 40 - limited}
     assert from_bcc[2] == {'passed': limited_bcc, 'dropped': 40 - limited_bcc}
+
+
+def test_custom_probe_needs_a_compile_and_says_where_to_build_it(lab, nobcc):
+    source = CUSTOM % secrets.token_hex(8)
+    failed = chain(lab, 'xdp', [{'name': 'mine', 'source': source}], nobcc)
+    assert failed.get('failed') and 'Traceback' not in failed['msg']
+    assert "probe 'mine' needs a compile, and this host has no bcc" in failed['msg']
+    assert 'build it where bcc is installed' in failed['msg'] and _image.CACHE_DIR in failed['msg']
+    assert no_chain(lab, 'xdp')
+
+    # built where bcc is (here: this host's cache, filled by a run with bcc), then loaded without a compiler
+    built = ok(chain(lab, 'xdp', [{'name': 'mine', 'source': source}]))
+    assert built['compiled'] == ['mine'] and builds(built) == {'mine': 'bcc'}
+    ok(chain(lab, 'xdp', [], state='absent'))
+    loaded = ok(chain(lab, 'xdp', [{'name': 'mine', 'source': source}], nobcc))
+    assert loaded['compiled'] == [] and builds(loaded) == {'mine': 'cached'}
+    assert loaded['chain']['probes'][0]['image_hash'] == built['chain']['probes'][0]['image_hash']
+    assert sent_and_received(lab, 9, 7000) == 9
+    assert [m['entries'][0]['value'] for m in metrics(lab, nobcc) if m['probe'] == 'mine'] == [9]
+
+
+# --- same counts from both builds --------------------------------------------------------------
+
+
+def test_bytecode_and_bcc_counters_count_the_same_traffic(lab):
+    """The shipped counter on XDP ingress and a bcc-compiled one on TC ingress of the same veth see the same
+    packets: their maps must hold the same counts."""
+    ok(chain(lab, 'xdp', [{'name': 'count', 'probe': 'counter'}]))
+    compiled = ok(chain(lab, 'tc', [{'name': 'count', 'probe': 'counter', 'cflags': ['-DNP_ANY=1']}]))
+    assert builds(compiled)['count'] in ('bcc', 'cached')
+    rx = receiver(lab, 7000)
+    for size in (1, 100, 1000):
+        lab.send_udp(50, 7000, payload=b'x' * size)
+    assert rx.count() == 150
+    for port in (8000, 8001):
+        lab.tcp_syn(port)  # no listener: a SYN in, a reset out (egress, not counted)
+    found = metrics(lab)
+    xdp, tc = (metric(found, mode, 'count', 'by_proto')['entries'] for mode in MODES)
+    assert xdp == tc
+    udp = [e['value'] for e in xdp if e['key'] == {'l3_proto': 0x0800, 'l4_proto': 17}]
+    assert udp == [{'packets': 150, 'bytes': 50 * (3 * 42 + 1 + 100 + 1000)}]
+    assert [e['value']['packets'] for e in xdp if e['key']['l4_proto'] == 6] == [2]
+
+
+# --- the shipped images are the C of bpf/ ------------------------------------------------------
+
+
+@pytest.mark.parametrize('probe', BUNDLED)
+def test_shipped_images_are_in_step_with_bpf(probe):
+    """Fails when bpf/ changed without tools/build-prebuilt.py, or when the images were not built from it."""
+    files = bpf_files()
+    source = bundled_source(probe)
+    _compile.prepare_headers()
+    for mode in MODES:
+        image = _image.Image.loads(shipped(probe, mode), '%s.%s' % (probe, mode))
+        spec = _compile.spec_hash(source, [], mode, files)
+        assert image.spec_hash == spec, (
+            'bpf/prebuilt/%s.%s.json is out of step with bpf/: run tools/build-prebuilt.py' % (probe, mode))
+        fresh = _compile.build_image(probe, source, [], mode, files, spec)
+        assert code(fresh) == code(image)
+        assert [m.to_json() for m in fresh.maps] == [m.to_json() for m in image.maps]
+        assert (fresh.map_relocs, fresh.slot_relocs, fresh.metrics, fresh.config_maps, fresh.prog_type) == (
+            image.map_relocs, image.slot_relocs, image.metrics, image.config_maps, image.prog_type)
+
+
+# --- damaged images are refused ----------------------------------------------------------------
+
+
+def cache_path(source, mode, cflags=()):
+    return _image.Cache().path(_compile.spec_hash(source, list(cflags), mode, bpf_files()))
+
+
+def test_damaged_or_mismatched_cached_image_is_refused(lab, nobcc):
+    source = CUSTOM % secrets.token_hex(8)
+    probes = [{'name': 'mine', 'source': source}]
+
+    def direct(probes):  # the module's warnings are in its own output (ad hoc, ansible prints them aside)
+        return run_module_directly(dict(target(lab, 'xdp'), probes=probes, _netprobe_files=bpf_files()))
+    first = ok(chain(lab, 'xdp', probes))
+    assert first['compiled'] == ['mine']
+    path = cache_path(source, 'xdp')
+    with open(path) as f:
+        good = f.read()
+    ok(chain(lab, 'xdp', [], state='absent'))
+
+    # one character of the bytecode changed: the hash says so; without bcc the task fails, nothing loaded
+    with open(path, 'w') as f:
+        f.write(flip(good))
+    refused = chain(lab, 'xdp', probes, nobcc)
+    assert refused.get('failed') and 'Traceback' not in refused['msg'] and no_chain(lab, 'xdp')
+    assert 'needs a compile' in refused['msg']
+    assert not os.path.exists(path)  # the damaged entry was removed
+
+    # with bcc: the damaged entry is reported, compiled again, and the cache repaired
+    with open(path, 'w') as f:
+        f.write(flip(good))
+    rebuilt = ok(direct(probes))
+    assert rebuilt['compiled'] == ['mine'] and builds(rebuilt) == {'mine': 'bcc'}
+    assert any('does not match its hash' in w and 'refused, not loaded' in w for w in warned(rebuilt))
+    with open(path) as f:
+        assert _image.Image.loads(f.read(), path).hash == json.loads(good)['hash']
+    ok(chain(lab, 'xdp', [], state='absent'))
+
+    # a sound image of another probe under this spec's name: refused too
+    with open(path, 'w') as f:
+        f.write(shipped('counter', 'xdp'))
+    rebuilt = ok(direct(probes))
+    assert rebuilt['compiled'] == ['mine']
+    assert any('was built for another spec' in w for w in warned(rebuilt))
+
+    # not JSON at all
+    ok(chain(lab, 'xdp', [], state='absent'))
+    with open(path, 'w') as f:
+        f.write(good[:len(good) // 2])
+    rebuilt = ok(direct(probes))
+    assert rebuilt['compiled'] == ['mine']
+    assert any('is corrupt' in w for w in warned(rebuilt))
+
+
+def test_damaged_or_mismatched_shipped_image_is_refused(lab):
+    """The module run directly, with shipped images crafted as the action plugin would send them."""
+    files = bpf_files()
+    source = bundled_source('counter')
+    spec = _compile.spec_hash(source, [], 'xdp', files)
+    args = dict(target(lab, 'xdp'), probes=[{'name': 'count', 'source': source}], _netprobe_files=files)
+
+    altered = run_module_directly(dict(args, _netprobe_images={spec: flip(shipped('counter', 'xdp'))}))
+    assert altered.get('failed') and 'Traceback' not in altered['msg'], altered
+    assert "shipped for probe 'count' does not match its hash" in altered['msg']
+    assert 'refused, not loaded' in altered['msg'] and no_chain(lab, 'xdp')
+
+    other = run_module_directly(dict(args, _netprobe_images={spec: shipped('firewall', 'xdp')}))
+    assert other.get('failed') and 'was built from another source' in other['msg'] and no_chain(lab, 'xdp')
+
+    sound = ok(run_module_directly(dict(args, _netprobe_images={spec: shipped('counter', 'xdp')})))
+    assert builds(sound) == {'count': 'bytecode'} and sound['compiled'] == []
+
+
+# --- one compile for many interfaces -----------------------------------------------------------
+
+
+K = 8
+
+PLAYBOOK = '''
+- name: The same custom probe on every interface
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: One chain per interface
+      netprobe.ebpf.ebpf_chain:
+        interface: "{{ item }}"
+        netns: "{{ netns }}"
+        mode: xdp
+        probes:
+          - name: mine
+            source: "{{ source }}"
+      loop: "{{ interfaces }}"
+      register: deployed
+    - name: Keep the results for the test
+      ansible.builtin.copy:
+        content: "{{ deployed.results | to_json }}"
+        dest: "{{ out }}"
+        mode: "0600"
+'''
+
+
+def test_one_custom_probe_on_eight_interfaces_compiles_once(lab, tmp_path):
+    interfaces = []
+    for i in range(K):
+        a, b = 'vba%d' % i, 'vbb%d' % i
+        sh('ip', 'link', 'add', a, 'netns', lab.ns_a, 'type', 'veth', 'peer', 'name', b, 'netns', lab.ns_b)
+        sh('ip', '-n', lab.ns_b, 'link', 'set', b, 'up')
+        sh('ip', '-n', lab.ns_a, 'link', 'set', a, 'up')
+        interfaces.append(b)
+    playbook, out = tmp_path / 'k.yml', tmp_path / 'results.json'
+    playbook.write_text(PLAYBOOK)
+    source = CUSTOM % secrets.token_hex(8)
+    # the lab's close() removes the chains' pins and metadata with the namespaces
+    rc, recap, output = run_playbook(str(playbook), {'interfaces': interfaces, 'netns': lab.ns_b,
+                                                     'source': source, 'out': str(out)})
+    assert rc == 0 and recap['localhost']['failed'] == 0, output
+    results = json.loads(out.read_text())
+    assert [r['item'] for r in results] == interfaces and all(r['changed'] for r in results)
+    assert sum(len(r['compiled']) for r in results) == 1
+    assert [r['chain']['probes'][0]['build'] for r in results] == ['bcc'] + ['cached'] * (K - 1)
+    assert len(set(r['chain']['probes'][0]['image_hash'] for r in results)) == 1
+    assert all(r['chain']['attached'] for r in results)
