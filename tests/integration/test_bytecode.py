@@ -418,3 +418,30 @@ def test_one_custom_probe_on_eight_interfaces_compiles_once(lab, tmp_path):
     assert [r['chain']['probes'][0]['build'] for r in results] == ['bcc'] + ['cached'] * (K - 1)
     assert len(set(r['chain']['probes'][0]['image_hash'] for r in results)) == 1
     assert all(r['chain']['attached'] for r in results)
+
+
+# --- the prereqs role for such hosts -----------------------------------------------------------
+
+ROLE_PLAYBOOK = '''
+- name: Prerequisites of a host without a compiler
+  hosts: localhost
+  gather_facts: false
+  roles:
+    - role: netprobe.ebpf.prereqs
+      vars:
+        prereqs_compiler: none
+        prereqs_bpffs_persist: none
+        prereqs_record_path: "{{ record }}"
+'''
+
+
+def test_prereqs_without_a_compiler_accepts_a_python_without_bcc(nobcc, tmp_path):
+    """bcc is neither installed nor asked for: the check passes with the bcc-less Python, and the record
+    lists no bcc, LLVM or headers package."""
+    playbook, record = tmp_path / 'prereqs.yml', tmp_path / 'prereqs.json'
+    playbook.write_text(ROLE_PLAYBOOK)
+    rc, recap, output = run_playbook(str(playbook), {'record': str(record), 'ansible_python_interpreter': nobcc})
+    assert rc == 0 and recap['localhost']['failed'] == 0, output
+    assert 'not wanted (prereqs_compiler none: bytecode only)' in output
+    installed = json.loads(record.read_text())['packages']
+    assert not [p for p in installed if 'bpfcc' in p or 'clang' in p or 'llvm' in p or 'headers' in p]

@@ -77,6 +77,7 @@ def version_tuple(text):
 def main():
     features = [f for f in (sys.argv[1].split(',') if len(sys.argv) > 1 else ['xdp', 'tc']) if f]
     min_pyroute2 = version_tuple(sys.argv[2] if len(sys.argv) > 2 else '0.9')
+    compiler = sys.argv[3] if len(sys.argv) > 3 else 'bcc'  # none: bcc is not needed (bytecode only)
     report = {'kernel': platform.release(), 'machine': platform.machine(), 'features': {}, 'problems': [],
               'python': sys.executable}
     config = kernel_config()
@@ -106,7 +107,9 @@ def main():
         report['bcc'] = getattr(bcc, '__version__', 'unknown')
     except Exception as e:  # pylint: disable=broad-except
         report['bcc'] = None
-        report['problems'].append('bcc Python bindings are not importable by %s: %s' % (sys.executable, e))
+        if compiler == 'bcc':
+            report['problems'].append('bcc Python bindings are not importable by %s: %s (prereqs_compiler: none '
+                                      'needs no bcc: bytecode only)' % (sys.executable, e))
     try:
         import pyroute2
         report['pyroute2'] = pyroute2.__version__
