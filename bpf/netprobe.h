@@ -43,6 +43,7 @@ typedef struct xdp_md np_ctx_t;
 #define np_data(ctx) ((void *)(long)(ctx)->data)
 #define np_data_end(ctx) ((void *)(long)(ctx)->data_end)
 #define np_ifindex(ctx) ((ctx)->ingress_ifindex)
+#define np_load_bytes(ctx, off, buf, len) bpf_xdp_load_bytes((ctx), (off), (buf), (len))
 #elif defined(NP_MODE_TC)
 typedef struct __sk_buff np_ctx_t;
 #define NP_PASS TC_ACT_OK
@@ -51,6 +52,7 @@ typedef struct __sk_buff np_ctx_t;
 #define np_data(ctx) ((void *)(long)(ctx)->data)
 #define np_data_end(ctx) ((void *)(long)(ctx)->data_end)
 #define np_ifindex(ctx) ((ctx)->ifindex)
+#define np_load_bytes(ctx, off, buf, len) bpf_skb_load_bytes((ctx), (off), (buf), (len))
 #else
 #error "compile with -DNP_MODE_XDP or -DNP_MODE_TC (the engine does)"
 #endif
@@ -182,6 +184,34 @@ struct np_meta {
 	__u32 mark;
 	__u32 flags;
 	__u64 value;
+};
+
+/*
+ * Events to user space: np_emit() and np_sample() (defined with the chain plumbing, see
+ * docs/probe-authoring.md) write these records into the chain's ring buffer. Little-endian,
+ * cap_len bytes of data follow the header.
+ */
+#define NP_EVENT_SAMPLE 1
+#define NP_EVENT_USER 16
+#ifndef NP_MSG_MAX
+#define NP_MSG_MAX 64
+#endif
+#ifndef NP_SAMPLE_MAX
+#define NP_SAMPLE_MAX 256
+#endif
+#ifndef NP_EVENTS_PAGES
+#define NP_EVENTS_PAGES 64
+#endif
+
+struct np_event {
+	__u64 ts_ns;     /* bpf_ktime_get_ns() */
+	__u32 kind;      /* NP_EVENT_SAMPLE, or the probe's own kind (NP_EVENT_USER and up) */
+	__u32 ifindex;
+	__u32 cap_len;   /* bytes of data that follow */
+	__u32 pkt_len;   /* length of the packet */
+	__u32 slot;      /* the emitting copy's slot in its chain */
+	__u32 _pad;
+	__u8 data[];
 };
 
 #endif /* NETPROBE_H */

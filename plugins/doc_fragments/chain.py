@@ -12,11 +12,6 @@ class ModuleDocFragment(object):
     # The interface hook a chain lives on.
     DOCUMENTATION = r'''
 options:
-  interface:
-    description:
-      - Interface whose hook carries the chain.
-    type: str
-    required: true
   netns:
     description:
       - Network namespace of O(interface), as a name under C(/run/netns) or an absolute path such as
@@ -44,14 +39,31 @@ options:
     type: str
     default: skb
     choices: [skb, native]
+  mode_switch:
+    description:
+      - How an XDP chain changes O(xdp_mode). The kernel cannot move an XDP program across modes, so the
+        chain is detached and attached again.
+      - C(hold) (default) keeps the same probes on TC ingress during the switch, over the same maps: every
+        packet meets the chain at least once; packets arriving during the switch (milliseconds) may meet
+        it twice, so counters can count them twice. Dropping probes are safe.
+      - C(gap) switches without a stand-in: packets arriving during the switch pass unjudged.
+    type: str
+    default: hold
+    choices: [hold, gap]
   _netprobe_files:
     description:
       - Internal. The C files of the collection's C(bpf/) directory, read on the controller and sent by
         the module's action plugin. Do not set it.
     type: dict
+  _netprobe_images:
+    description:
+      - Internal. Prebuilt bytecode of the bundled probes the task uses, sent by the action plugin.
+        Do not set it.
+    type: dict
 notes:
-  - Requires root, bcc's Python bindings (C(python3-bpfcc)) and pyroute2 on the target;
-    the C(netprobe.ebpf.prereqs) role installs them.
+  - Requires root and pyroute2 on the target. Bundled probes load prebuilt bytecode and need no compiler;
+    probes of your own are compiled once per host with bcc (C(python3-bpfcc)), then loaded from the host's
+    cache (C(/var/cache/netprobe/images)). The C(netprobe.ebpf.prereqs) role installs what is needed.
   - bpffs is mounted at C(/sys/fs/bpf) when it is not. Pins live under C(/sys/fs/bpf/netprobe),
     metadata under C(/run/netprobe); both vanish at reboot, like the attachments, and the next run rebuilds them.
   - Writers on one host are serialised with a lock on C(/run/netprobe/lock).
@@ -88,4 +100,11 @@ options:
       - It is validated before anything changes, and a change is applied as map updates without recompiling
         (the program id stays). Probes of your own take settings as O(cflags) instead.
     type: dict
+  reset_metrics:
+    description:
+      - When the probe's code changes, start its maps fresh. By default a patched probe keeps every map whose
+        name, type and layout are unchanged (metrics and config carry on), and C(notes) says which maps
+        started fresh because their layout changed.
+    type: bool
+    default: false
 '''

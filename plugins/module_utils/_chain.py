@@ -114,6 +114,7 @@ class Chain:
         self.head_mode = xdp_mode  # the XDP mode head swaps use: the attached one until the mode switch
         self.hold_found = False
         self._slots_taken = set()
+        self._event_fds = {}
 
     @property
     def warnings(self):
@@ -132,6 +133,9 @@ class Chain:
     def __exit__(self, *exc):
         for rec in self.live:
             self.release(rec)
+        for fd in self._event_fds.values():
+            os.close(fd)
+        self._event_fds = {}
         for attr in ('progs_fd', 'meta_fd'):
             if getattr(self, attr) is not None:
                 os.close(getattr(self, attr))
@@ -394,17 +398,29 @@ class Chain:
 
     def _create_plumbing(self, image):
         """The chain's own maps: progs (its PROG_ARRAY) and meta (per-packet metadata), pinned."""
-        defs = dict((m.name, m) for m in (image.maps if image else []) if m.name in ('np_chain', 'np_meta_store'))
-        meta = defs.get('np_meta_store')
+        meta = image.plumbing_map('np_meta_store') if image else None
         self.progs_fd = _bpf.map_create('prog_array', 4, 4, _compile.CHAIN_SLOTS, name='np_chain')
         _bpf.obj_pin(self.progs_fd, self.paths.progs)
         self.meta_fd = _bpf.map_create('percpu_array', 4, meta.value_size if meta else 16, 1, name='np_meta_store')
         _bpf.obj_pin(self.meta_fd, self.paths.meta)
 
-    def _plumbing_fds(self):
+    def plumbing_fds(self, image):
+        """The chain's maps the image refers to. The event ring buffer is made when a probe first uses it."""
         if self.meta_fd is None:  # a chain made before the engine pinned meta itself
             self.meta_fd = self._open(self.paths.meta)
-        return {'np_chain': self.progs_fd, 'np_meta_store': self.meta_fd}
+        fds = {'np_chain': self.progs_fd, 'np_meta_store': self.meta_fd}
+        for name, pin in (('np_events', self.paths.events), ('np_events_lost', self.paths.events_lost)):
+            mdef = image.plumbing_map(name)
+            if mdef is None:
+                continue
+            if name not in self._event_fds:
+                fd = self._open(pin)
+                if fd is None:
+                    fd = mdef.create()
+                    _bpf.obj_pin(fd, pin)
+                self._event_fds[name] = fd
+            fds[name] = self._event_fds[name]
+        return fds
 
     def _free_slot(self, taken):
         size = _bpf.map_info(self.progs_fd)['max_entries']
@@ -458,7 +474,7 @@ class Chain:
                 if fresh or not all_kept or _config.config_hash(old.config) != _config.config_hash(config):
                     # configured before anything leads to it
                     _config.apply(d.name, rec.origin, config, self._config_maps(image, fds))
-            plumbing = self._plumbing_fds()
+            plumbing = self.plumbing_fds(image)
             for twin, (fds, _reused) in sets.items():
                 copies[twin] = image.load(slot, dict(fds, **plumbing), d.name)
                 pin = self.paths.prog_pin(d.name, rec.copy, rec.gen, twin)

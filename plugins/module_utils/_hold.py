@@ -65,7 +65,7 @@ class Hold:
         loaded = []
         for slot, rec in enumerate(chain.live):
             image, _how = chain.images.get(rec.name, rec.source, rec.cflags, 'tc')
-            fds = {'np_chain': progs, 'np_meta_store': meta}
+            fds = dict(chain.plumbing_fds(image), np_chain=progs, np_meta_store=meta)  # events: the chain's
             twin = rec.active == 'twin'
             for m in image.own_maps():
                 if not m.same_layout(rec.maps.get(m.name)):

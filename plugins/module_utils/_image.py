@@ -36,10 +36,12 @@ FORMAT = 1
 # unlikely to use; the build checks it appears exactly where the plumbing puts it).
 SLOT_SENTINEL = 0x5107A11
 # Maps that belong to the chain, not to the probe: relocated to the chain's pins.
-PLUMBING = ('np_chain', 'np_meta_store')
+PLUMBING = ('np_chain', 'np_meta_store', 'np_events', 'np_events_lost')
 INSN = struct.Struct('=BBhi')
 LD_IMM64 = 0x18
 MOV_IMM = (0xB7, 0xB4)      # BPF_ALU64 | BPF_MOV | BPF_K, and its 32-bit form
+ST_IMM = (0x62, 0x7A)       # BPF_ST | BPF_MEM of a 32- or 64-bit immediate (e->slot = NP_SLOT)
+SLOT_OPS = MOV_IMM + ST_IMM
 CALL = 0x85
 HELPER_TAIL_CALL = 12
 PSEUDO_MAP_FD = 1
@@ -150,7 +152,7 @@ class Image:
             if not 0 <= index < count or name not in names or self.insns[index * 8] != LD_IMM64:
                 raise NetprobeError('bytecode image %s: bad map relocation (%s, %s)' % (where, index, name))
         for index in self.slot_relocs:
-            if not 0 <= index < count or self.insns[index * 8] not in MOV_IMM:
+            if not 0 <= index < count or self.insns[index * 8] not in SLOT_OPS:
                 raise NetprobeError('bytecode image %s: bad slot relocation (%s)' % (where, index))
         if len(self.insns) % 8 or self.prog_type not in _bpf.PROG_TYPE_IDS:
             raise NetprobeError('bytecode image %s: not a program of a known type' % where)
@@ -197,7 +199,7 @@ class Image:
 
 def find_slot_relocs(insns):
     return [off // 8 for off in range(0, len(insns), 8)
-            if insns[off] in MOV_IMM and INSN.unpack_from(insns, off)[3] == SLOT_SENTINEL]
+            if insns[off] in SLOT_OPS and INSN.unpack_from(insns, off)[3] == SLOT_SENTINEL]
 
 
 def find_map_relocs(insns, names_by_fd):

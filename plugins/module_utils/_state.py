@@ -97,6 +97,9 @@ class ChainPaths:
         self.pin_dir = os.path.join(PIN_ROOT, rel)
         self.progs = os.path.join(self.pin_dir, 'progs')
         self.meta = os.path.join(self.pin_dir, 'meta')
+        # the chain's ring buffer of probe events (np_emit, np_sample) and its per-CPU count of lost events
+        self.events = os.path.join(self.pin_dir, 'events')
+        self.events_lost = os.path.join(self.pin_dir, 'events_lost')
         self.state_file = os.path.join(RUN_ROOT, 'chains', rel + '.json')
         # present while netprobe owns the interface's clsact qdisc (shared by its ingress and egress chains)
         self.clsact_marker = os.path.join(RUN_ROOT, 'clsact', str(netns_id), ifname)

@@ -34,6 +34,18 @@ attributes:
     platforms: posix
     description: Linux targets with eBPF, as root.
 options:
+  interface:
+    description:
+      - Interface whose hook carries the chain. One of O(interface) and O(interfaces) is required.
+    type: str
+  interfaces:
+    description:
+      - The same chain on many interfaces, converged in one run under one lock: names, or shell patterns
+        such as C(veth*) matched against the interfaces of O(netns) when the task runs (at most 256).
+      - A probe is compiled at most once per host for all of them (it is loaded from bytecode on each).
+      - Results are in RV(chains), one entry per interface.
+    type: list
+    elements: str
   probes:
     description:
       - The probes of the chain, head first.
@@ -59,6 +71,12 @@ options:
         type: list
         elements: str
         default: []
+      reset_metrics:
+        description:
+          - When the probe's code changes, start its maps fresh instead of keeping those whose layout is
+            unchanged.
+        type: bool
+        default: false
       config:
         description:
           - Configuration of a bundled probe, as documented in C(docs/probes/<name>.md); validated before
@@ -103,6 +121,14 @@ EXAMPLES = r'''
       - name: out
         probe: counter
 
+- name: The same counter on every container veth, one compile for all of them
+  netprobe.ebpf.ebpf_chain:
+    interfaces: ['veth*']
+    hook: egress
+    probes:
+      - name: out
+        probe: counter
+
 - name: Remove the chain
   netprobe.ebpf.ebpf_chain:
     interface: eth0
@@ -111,11 +137,26 @@ EXAMPLES = r'''
 
 RETURN = r'''
 chain:
-  description: The chain after the run (predicted in check mode); see M(netprobe.ebpf.ebpf_probe).
-  returned: success
+  description:
+    - The chain after the run (predicted in check mode); see M(netprobe.ebpf.ebpf_probe). Each probe says how
+      its program was obtained (C(build) - C(bytecode) prebuilt, C(cached) built earlier on this host, C(bcc)
+      compiled now) and the hash of its bytecode (C(image_hash)), so two hosts can be compared.
+  returned: success and O(interface) given
   type: dict
+chains:
+  description: With O(interfaces), one entry per interface matched, each with C(interface), C(changed),
+    C(chain), C(drift) and C(notes).
+  returned: success and O(interfaces) given
+  type: list
+  elements: dict
+notes:
+  description: What the run did that the user should know, such as maps that started fresh after a patch
+    because their layout changed.
+  returned: success
+  type: list
+  elements: str
 compiled:
-  description: Probes compiled during this run (empty on an unchanged rerun).
+  description: Probes compiled during this run (empty on an unchanged rerun, and when bytecode was loaded).
   returned: success
   type: list
   elements: str
@@ -128,7 +169,7 @@ drift:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _module
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _module, _state
 
 
 def desired_chain(params, current):
@@ -160,14 +201,34 @@ def main():
         )),
         purge=dict(type='bool', default=False),
         state=dict(type='str', default='present', choices=['present', 'absent']),
+        interfaces=dict(type='list', elements='str'),
     )
     argument_spec.update(_module.TARGET_ARGS)
+    argument_spec['interface'] = dict(type='str')
     argument_spec.update(_module.INTERNAL_ARGS)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_one_of=[('interface', 'interfaces')],
+                           mutually_exclusive=[('interface', 'interfaces')])
+
+    def desired(current):
+        return desired_chain(module.params, current)
 
     def body():
-        chain = _module.chain_from_params(module.params)
-        return _module.converge(module, chain, lambda current: desired_chain(module.params, current))
+        images = _module.images_from_params(module.params)
+        if module.params['interface']:
+            chain = _module.chain_from_params(module.params, images=images)
+            return _module.finish(module, _module.converge(module, chain, desired), images)
+        interfaces = _module.expand_interfaces(module.params, module.params['interfaces'])
+        chains, before, after = [], {}, {}
+        with _state.HostLock():
+            for name in interfaces:
+                one = _module.converge_locked(module, _module.chain_from_params(module.params, name, images),
+                                              desired)
+                diff = one.pop('diff')
+                before[name], after[name] = diff['before'], diff['after']
+                chains.append(dict(one, interface=name))
+        return _module.finish(module, dict(changed=any(c['changed'] for c in chains), chains=chains,
+                                           diff=dict(before=before, after=after)), images)
 
     _module.run(module, body)
 

@@ -38,6 +38,11 @@ attributes:
     platforms: posix
     description: Linux targets with eBPF, as root.
 options:
+  interface:
+    description:
+      - Interface whose hook carries the chain.
+    type: str
+    required: true
   name:
     description:
       - Name of the probe, unique in its chain. Letters, digits, C(_) and C(-).
@@ -213,7 +218,8 @@ def main():
     def body():
         params = module.params
         chain = _module.chain_from_params(params)
-        result = _module.converge(module, chain, lambda current: desired_chain(params, current))
+        result = _module.finish(module, _module.converge(module, chain, lambda current: desired_chain(params, current)),
+                                chain.images)
         probe = [p for p in result['chain']['probes'] if p['name'] == params['name']]
         result['probe'] = probe[0] if probe else {}
         return result

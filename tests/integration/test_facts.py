@@ -428,3 +428,32 @@ def test_swap_probe_patched_and_removed_while_its_twin_runs(lab):
     link = json.loads(sh('ip', '-n', lab.ns_b, '-d', '-j', 'link', 'show', lab.if_b).stdout)[0]
     assert 'xdp' not in link
     assert not os.path.exists(os.path.join(PIN_ROOT, str(lab.netns_inode(lab.ns_b)), lab.if_b, 'xdp-ingress'))
+
+
+def test_patched_probe_keeps_its_metrics_unless_the_layout_changes_or_a_reset_is_asked(lab):
+    """Issue 12: fixing one line of a probe must not lose its history."""
+    probe = COUNT_PROBE.replace('FEATURES', '0')
+    add_probe(lab, 'kept', source=probe)
+    lab.send_udp(5, PORT)
+    patched = add_probe(lab, 'kept', source=probe, cflags=['-DFIXED=1'])
+    assert patched['changed'] and patched['notes'] == []
+    lab.send_udp(3, PORT)
+    values = metrics_info(lab)['metrics']
+    assert seen(values, 'kept') == 8  # 5 before the patch, 3 after, one map throughout
+    assert metric(values, 'kept', 'by_port')['entries'][0]['value'] == 8
+
+    # by_port changes layout (u16 -> u32 keys): it starts fresh and the notes say so; seen carries on
+    relaid = probe.replace('BPF_HASH(by_port, __u16,', 'BPF_HASH(by_port, __u32,').replace(
+        '__u16 port = pkt.dport;', '__u32 port = pkt.dport;')
+    changed = add_probe(lab, 'kept', source=relaid)
+    assert any('by_port' in n and 'fresh' in n for n in changed['notes']), changed['notes']
+    lab.send_udp(2, PORT)
+    values = metrics_info(lab)['metrics']
+    assert seen(values, 'kept') == 10
+    assert metric(values, 'kept', 'by_port')['entries'][0]['value'] == 2
+
+    # reset_metrics: fresh maps on purpose
+    reset = add_probe(lab, 'kept', source=relaid, cflags=['-DFIXED=2'], reset_metrics=True)
+    assert reset['changed']
+    lab.send_udp(1, PORT)
+    assert seen(metrics_info(lab)['metrics'], 'kept') == 1

@@ -126,7 +126,7 @@ def test_deploy_rerun_and_edit_one_probe(lab, tmp_path):
     assert chain_state(lab, lab.ns_b, lab.if_b, 'xdp-ingress') == first
 
     # moving one probe rebuilds the part of the chain that changes beside the live one, without a compile:
-    # new copies of passed and seen (over their maps), the tail keeps its program
+    # new copies of the programs, over the same maps
     moved = [probe('passed'), probe('seen'), drop('drop', 9)]
     rc, out = deploy(record, lab_chains(lab, moved, [probe('sent')]))
     assert rc == 0, failed_task(out)
@@ -136,8 +136,7 @@ def test_deploy_rerun_and_edit_one_probe(lab, tmp_path):
     assert not results['%s|%s|egress|tc' % (lab.ns_b, lab.if_b)]['changed']
     after_move = chain_state(lab, lab.ns_b, lab.if_b, 'xdp-ingress')
     assert names(after_move) == ['passed', 'seen', 'drop']
-    assert dict(after_move)['drop'] == dict(first)['drop']
-    assert dict(after_move)['seen'] != dict(first)['seen'] and dict(after_move)['passed'] != dict(first)['passed']
+    assert set(dict(after_move).values()).isdisjoint(dict(first).values())
     first = after_move
 
     # changing one probe's build configuration recompiles that probe only (or loads what this host compiled
@@ -184,7 +183,7 @@ def test_purge_removes_exactly_the_undeclared_chains(lab, tmp_path):
     assert chain_state(lab, lab.ns_a, lab.if_a, 'tc-egress') is None
     assert not os.path.exists('/sys/fs/bpf/netprobe/%d/%s/tc-egress' % (lab.netns_inode(lab.ns_a), lab.if_a))
     assert chain_state(lab, lab.ns_a, lab.if_a, 'xdp-ingress') == adhoc
-    assert chain_state(lab, lab.ns_b, lab.if_b, 'xdp-ingress') == b_in
+    assert chain_state(lab, lab.ns_b, lab.if_b, "xdp-ingress") == b_in, chain_results(out)
     with open(str(record)) as f:
         assert [c['key'] for c in json.load(f)['chains']] == ['%s|%s|ingress|xdp' % (lab.ns_b, lab.if_b)]
 
