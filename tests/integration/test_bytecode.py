@@ -445,3 +445,19 @@ def test_prereqs_without_a_compiler_accepts_a_python_without_bcc(nobcc, tmp_path
     assert 'not wanted (prereqs_compiler none: bytecode only)' in output
     installed = json.loads(record.read_text())['packages']
     assert not [p for p in installed if 'bpfcc' in p or 'clang' in p or 'llvm' in p or 'headers' in p]
+
+
+def test_one_task_on_eight_interfaces_compiles_once(lab):
+    for i in range(K):
+        sh('ip', 'link', 'add', 'vka%d' % i, 'netns', lab.ns_a, 'type', 'veth', 'peer', 'name', 'vkb%d' % i,
+           'netns', lab.ns_b)
+        sh('ip', '-n', lab.ns_b, 'link', 'set', 'vkb%d' % i, 'up')
+    probes = [{'name': 'mine', 'source': CUSTOM % secrets.token_hex(8)}]
+    args = {'interfaces': ['vkb*'], 'netns': lab.ns_b, 'mode': 'xdp', 'probes': probes}
+    first = ok(run_module('ebpf_chain', args))
+    assert first['compiled'] == ['mine']
+    assert sorted(c['interface'] for c in first['chains']) == ['vkb%d' % i for i in range(K)]
+    assert sorted(c['chain']['probes'][0]['build'] for c in first['chains']) == ['bcc'] + ['cached'] * (K - 1)
+    assert all(c['chain']['attached'] for c in first['chains'])
+    again = ok(run_module('ebpf_chain', args))
+    assert not again['changed'] and again['compiled'] == []
