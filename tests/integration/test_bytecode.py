@@ -8,19 +8,16 @@
 - One custom probe on 8 interfaces: one compile.
 """
 
-import base64
 import json
 import os
-import re
 import secrets
-import socket
 import subprocess
 import sys
 
 import pytest
 
 from lab import PIN_ROOT, REPO, RUN_ROOT, run_module, run_playbook, sh
-from test_probes import FW_DEFAULT, receiver, sent_and_received, target
+from test_probes import receiver, sent_and_received, target
 
 sys.path.insert(0, os.path.join(REPO, '.cache', 'collections'))
 from ansible_collections.netprobe.ebpf.plugins.module_utils import _compile, _image  # noqa: E402
