@@ -274,31 +274,47 @@ def deploys(ns, rounds, n_probes, k_ifaces, have_nobcc):
     return samples
 
 
-def plain_compile(bcc, count):
-    """Seconds of a plain bcc compile-and-load of the pass handler, in a process that compiled once already."""
-    bcc.BPF(text=PLAIN_PASS.encode()).cleanup()
-    out = []
-    for _i in range(count):
-        start = time.perf_counter()
-        b = bcc.BPF(text=PLAIN_PASS.encode(), cflags=['-DNP_BENCH_%s=1' % secrets.token_hex(6)])
-        b.load_func(b'plain_pass', bcc.BPF.XDP)
-        out.append(time.perf_counter() - start)
-        b.cleanup()
-    return out
-
-
-def engine_compile(compile_, count):
-    """Seconds of the engine's build_image (bcc compile, dump, map descriptions) of the pass probe."""
+def compiles(bcc, compile_, count):
+    """Seconds per compile, interleaved round by round, each with a fresh define (nothing cached):
+    plain      a plain bcc compile-and-load of the pass handler (only <uapi/linux/bpf.h>);
+    same text  bcc compile-and-load (load_func) of exactly the text the engine compiles for the pass probe
+               (plumbing header, probe, plumbing entry): what the headers and plumbing cost in clang;
+    engine     the engine's build_image of the pass probe (that compile, plus dump, map descriptions, image)."""
     files = {}
     for name in compile_.HEADER_FILES:
         with open(os.path.join(REPO, 'bpf', name)) as f:
             files[name] = f.read()
-    out = []
-    for _i in range(count):
+    inc = tempfile.mkdtemp(prefix='npb-inc-')
+    with open(os.path.join(inc, 'netprobe.h'), 'w') as f:
+        f.write(files['netprobe.h'])
+    same_text = '%s\n%s\n%s\n' % (files['netprobe_chain.h'], PASS_PROBE, files['netprobe_chain.c'])
+
+    def plain():
+        b = bcc.BPF(text=PLAIN_PASS.encode(), cflags=['-DNP_BENCH_%s=1' % secrets.token_hex(6)])
+        b.load_func(b'plain_pass', bcc.BPF.XDP)
+        b.cleanup()
+
+    def same():
+        b = bcc.BPF(text=same_text.encode(), cflags=[
+            '-I' + inc, '-DNP_MODE_XDP', '-DNP_SLOT=0', '-DNP_CHAIN_SIZE=%d' % compile_.CHAIN_SLOTS, '-DNP_USES_META',
+            '-DNP_BENCH_%s=1' % secrets.token_hex(6)])
+        b.load_func(b'np_entry', bcc.BPF.XDP)
+        b.cleanup()
+
+    def engine():
         cflags = ['-DNP_BENCH_%s=1' % secrets.token_hex(6)]
-        start = time.perf_counter()
         compile_.build_image('p', PASS_PROBE, cflags, 'xdp', files, compile_.spec_hash(PASS_PROBE, cflags, 'xdp', files))
-        out.append(time.perf_counter() - start)
+
+    variants = {'plain': plain, 'same_text': same, 'engine': engine}
+    plain()  # the process's first compile pays clang's start-up: not counted
+    out = dict((k, []) for k in variants)
+    for _r in range(count):
+        order = list(variants.items())
+        random.shuffle(order)
+        for name, fn in order:
+            start = time.perf_counter()
+            fn()
+            out[name].append(time.perf_counter() - start)
     return out
 
 
@@ -374,8 +390,7 @@ def main():
                                         samples[(mode, 'bcc build, bcc loader')])]
         results['per_packet_ns']['%s paired ratio bytecode/bcc' % mode] = quart(paired)
 
-    results['plain_bcc_compile_s'] = quart(plain_compile(bcc, 5))
-    results['engine_build_image_s'] = quart(engine_compile(compile_, 5))
+    results['compile_s'] = dict((k, quart(v)) for k, v in compiles(bcc, compile_, 7).items())
 
     ns = rerun_cost.Namespace()
     try:
@@ -398,10 +413,14 @@ def main():
             m['b_lab_bcc'] / m['b_lab_nobcc'] if 'b_lab_nobcc' in m else None),
         'c: added probe of a bcc first deploy (s)': (m['c_first_4'] - m['c_first_1']) / 3,
         'c: ... / plain bcc compile-and-load': ((m['c_first_4'] - m['c_first_1']) / 3
-                                                / results['plain_bcc_compile_s']['median']),
+                                                / results['compile_s']['plain']['median']),
+        'c: same text compile / plain compile': (results['compile_s']['same_text']['median']
+                                                 / results['compile_s']['plain']['median']),
+        'c: engine build_image / same text compile': (results['compile_s']['engine']['median']
+                                                      / results['compile_s']['same_text']['median']),
         'd: extra interface (s)': (m['d_k_ifaces'] - m['d_one_iface']) / (args.interfaces - 1),
         'd: ... / one engine compile': ((m['d_k_ifaces'] - m['d_one_iface']) / (args.interfaces - 1)
-                                        / results['engine_build_image_s']['median']),
+                                        / results['compile_s']['engine']['median']),
     }
     for mode in ('xdp', 'tc'):
         summary['per packet %s: bytecode / bcc (paired median)' % mode] = \
