@@ -9,7 +9,7 @@ the machine is doing hits all variants alike. Medians over the rounds.
 
 Variants, for XDP and for TC:
   bare         one plain bcc program: return PASS (and `bare-counter`: the counter's work, then PASS)
-  netprobe     chains of 1, 2, 4, 8 probes compiled by the real engine (_compile.compile_probe, the
+  netprobe     chains of 1, 2, 4, 8 probes built and loaded by the real engine (_compile.build_image, the
                same call the module makes) with a pinned PROG_ARRAY under a temporary pin dir;
                probes: a pass-through (NP_PROBE returning NP_PASS) and the bundled counter; each
                with the metadata clear (NP_USES_META, what the engine compiles today) and without
@@ -299,20 +299,21 @@ class Bench:
             self.variants.append(Variant(mode, 'hand-written', kind, n, fds[0], (progs_fd, fds)))
 
     def build_netprobe(self, mode, kind, meta):
-        """The engine's own compile, slot i for probe i, like Chain.apply() does for a new chain."""
-        chain_dir = os.path.join(self.pin_dir, '%s-%s-%s' % (mode, kind, 'meta' if meta else 'nometa'))
-        os.makedirs(chain_dir, mode=0o700)
+        """The engine's own build and load: one image, a copy per slot i for probe i, as Chain.apply() does."""
         source = PASS_PROBE if kind == 'pass' else self.counter_source
-        # compile_probe always passes -DNP_USES_META; a later -U wins in clang
+        # build_image always passes -DNP_USES_META; a later -U wins in clang
         cflags = [] if meta else ['-UNP_USES_META']
+        image = self.compile.build_image('p', source, cflags, mode, self.files, 'bench')
+        meta_def = image.plumbing_map('np_meta_store')
+        progs_fd = self.bpf.map_create('prog_array', 4, 4, self.compile.CHAIN_SLOTS)
+        meta_fd = self.bpf.map_create('percpu_array', 4, meta_def.value_size if meta_def else 16, 1)
+        self.fds_to_close += [progs_fd, meta_fd]
         fds = []
         for slot in range(max(LENGTHS)):
-            prog = self.compile.compile_probe('p%d' % slot, source, cflags, mode, slot, self.files,
-                                              os.path.join(chain_dir, 'progs'), os.path.join(chain_dir, 'meta'))
-            self.objects.append(prog)
-            fds.append(prog.fd)
-        progs_fd = self.bpf.obj_get(os.path.join(chain_dir, 'progs'))
-        self.fds_to_close.append(progs_fd)
+            maps = dict((m.name, m.create()) for m in image.own_maps())
+            self.fds_to_close += list(maps.values())
+            fds.append(image.load(slot, dict(maps, np_chain=progs_fd, np_meta_store=meta_fd), 'p%d' % slot))
+            self.fds_to_close.append(fds[-1])
         family = 'netprobe' if meta else 'netprobe-nometa'
         for n in LENGTHS:
             self.variants.append(Variant(mode, family, kind, n, fds[0], (progs_fd, fds)))

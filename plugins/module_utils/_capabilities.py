@@ -207,6 +207,12 @@ def probe_attachments():
     return found, errors
 
 
+def builds(bcc, headers):
+    """How this host can obtain a probe's program: bytecode (a shipped or cached image, loaded with bpf(2):
+    always) and bcc (a compile here: bcc importable and kernel headers usable, docs/bytecode.md)."""
+    return {'bytecode': True, 'bcc': bool(bcc.get('available')) and headers.get('kind') != 'none'}
+
+
 # --- all together --------------------------------------------------------------------------------
 
 
@@ -226,6 +232,7 @@ def gather():
         'pyroute2_version': _pyroute2_version(),
         'kernel_headers': _compile.kernel_headers(build_cache=False),
     }
+    caps['builds'] = builds(caps['bcc'], caps['kernel_headers'])
     errors = {}
     for name, prog_type, retval in (('prog_type_xdp', PROG_TYPE_XDP, 2), ('prog_type_tc', PROG_TYPE_SCHED_CLS, 0)):
         try:

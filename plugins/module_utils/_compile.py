@@ -222,6 +222,7 @@ def build_image(name, source, cflags, mode, files, spec):
                                 % (name, declared))
     slot_relocs = _image.find_slot_relocs(insns)  # none when the probe never continues (always drops)
     relocs = _image.find_map_relocs(insns, by_fd)
+    insns = _image.without_fds(insns, relocs)  # this process's fd numbers are no part of the image
     kept = set(n for _i, n in relocs) | set(metrics) | set(config_maps)
     return _image.Image(mode, insns, [m for m in maps if m.name in kept], relocs, slot_relocs, metrics, config_maps,
                         spec, built_by='bcc %s' % _bcc_version(bcc))
@@ -282,7 +283,8 @@ class Images:
             raise NetprobeError('probe %r needs a compile, and this host has no bcc (no compiler): build it where '
                                 'bcc is installed (any host running the same task caches it in %s; copy that '
                                 'file here), use a bundled probe (prebuilt bytecode), or install bcc '
-                                '(netprobe.ebpf.prereqs with prereqs_compiler: bcc)' % (name, _image.CACHE_DIR))
+                                '(netprobe.ebpf.prereqs with prereqs_compiler: bcc)%s'
+                                % (name, _image.CACHE_DIR, ''.join('. Also: ' + w for w in self.warnings)))
         _headers, warning = prepare_headers()
         if warning and warning not in self.warnings:
             self.warnings.append(warning)

@@ -212,6 +212,15 @@ def find_map_relocs(insns, names_by_fd):
     return relocs
 
 
+def without_fds(insns, relocs):
+    """insns with the map fds of relocs zeroed: the same source gives the same image on every builder."""
+    code = bytearray(insns)
+    for index, _name in relocs:
+        op, regs, off, _imm = INSN.unpack_from(code, index * 8)
+        INSN.pack_into(code, index * 8, op, regs, off, 0)
+    return bytes(code)
+
+
 # --- the host's cache --------------------------------------------------------------------------
 
 

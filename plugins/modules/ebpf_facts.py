@@ -93,6 +93,10 @@ ansible_facts:
               prog_type_xdp, prog_type_tc, xdp_generic, xdp_native, xdp_link, tc_clsact, tcx, batch_map_ops, ring_buffer,
               bcc (available, version, path), pyroute2_version, kernel_headers (kind exact, kheaders, fallback
               or none; path), probe_errors (why a test said false).
+            - builds says how this host can obtain probe programs. C(bytecode) is always true (bundled probes'
+              prebuilt images and images cached on the host load with bpf(2), no compiler). C(bcc) is true when
+              bcc imports and kernel headers are usable, so custom C can be compiled here. A host without
+              it runs custom probes only from images built elsewhere (see docs/bytecode.md).
           returned: when gathered
           type: dict
         chains:

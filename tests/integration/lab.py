@@ -165,8 +165,11 @@ def ansible_env():
     return env
 
 
-def module_command(module, args, check=False, diff=False):
+def module_command(module, args, check=False, diff=False, extra_vars=None):
+    """extra_vars: e.g. {'ansible_python_interpreter': ...} to run the module with another Python."""
     cmd = [os.path.join(BIN, 'ansible'), 'localhost', '-m', 'netprobe.ebpf.' + module, '-a', json.dumps(args)]
+    if extra_vars:
+        cmd += ['-e', json.dumps(extra_vars)]
     if check:
         cmd.append('--check')
     if diff:
@@ -187,9 +190,9 @@ def module_result(returncode, stdout, stderr):
     raise AssertionError('ansible printed no result (rc %d):\n%s\n%s' % (returncode, stdout, stderr))
 
 
-def run_module(module, args, check=False, diff=False):
+def run_module(module, args, check=False, diff=False, extra_vars=None):
     """Ad-hoc `ansible localhost -m netprobe.ebpf.<module> -a <json>`; returns the host's result dict."""
-    proc = subprocess.run(module_command(module, args, check, diff), cwd=REPO, env=ansible_env(),
+    proc = subprocess.run(module_command(module, args, check, diff, extra_vars), cwd=REPO, env=ansible_env(),
                           capture_output=True, text=True, check=False)
     return module_result(proc.returncode, proc.stdout, proc.stderr)
 
