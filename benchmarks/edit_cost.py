@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """What a chain edit costs in the engine, this version against an earlier one, side by side in one run.
 
 Each engine (this checkout, and the commit given with --base, default the last one before the

@@ -80,12 +80,13 @@ def main():
                          read_s=med('read_s')))
     print('| run | ansible wall (median) | module wall | compile | load + attach | read |')
     print('| --- | ---: | ---: | ---: | ---: | ---: |')
+
     def fmt(v):
         return '' if v is None else '%.3f s' % v
 
     for r in rows:
         print('| %s | %.2f s | %s | %s | %s | %s |' % (r['variant'], r['wall_s'], fmt(r['module_s']),
-                                                      fmt(r['compile_s']), fmt(r['load_s']), fmt(r['read_s'])))
+                                                       fmt(r['compile_s']), fmt(r['load_s']), fmt(r['read_s'])))
     if a.json:
         with open(a.json, 'w') as f:
             json.dump(dict(rounds=a.rounds, rows=rows, samples=dict((k, [w for w, _r in v]) for k, v in samples.items())),

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build the bundled probes' bytecode (bpf/prebuilt/<probe>.<mode>.json) from the C in bpf/ with bcc.
 
 bpf/ stays the single source of truth: each image records the spec hash of the sources it was built

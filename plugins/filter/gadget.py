@@ -90,6 +90,7 @@ def gadget_table(results):
         return 'no events' + (' (failed on: %s)' % ', '.join(failed) if failed else '')
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
     def line(values):
         return '  '.join(v.ljust(widths[i]) for i, v in enumerate(values)).rstrip()
 

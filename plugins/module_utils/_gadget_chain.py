@@ -51,7 +51,7 @@ class ChainEvents:
     def open(self, from_start=False):
         _state.makedirs_private(STATE_DIR)
         self.lock_fd = os.open(os.path.join(STATE_DIR, 'events-%d-%s-%s.lock' % (self.netns.inode, self.interface,
-                                                                             self.chain)),
+                                                                                 self.chain)),
                                os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -228,7 +228,7 @@ def prog_load(prog_type, insns, name, what):
         return _bpf.prog_load(prog_type, insns, name)
     except _bpf.VerifierRejection as e:
         raise NetprobeError('%s was rejected by the kernel verifier (%s):\n%s' % (what, os.strerror(e.errno),
-                                                                                 _trim(e.log)),
+                                                                                  _trim(e.log)),
                             verifier_log=e.log[-20000:])
     except _bpf.BpfError as e:
         if e.errno == errno.EPERM:

@@ -235,7 +235,7 @@ class GadgetRun:
     def _image(self):
         spec = self.spec
         btf = self._btf or Btf() if (spec.offsets or spec.raw_args or spec.enums or
-                        any(a.kind == 'raw_tracepoint' for a in spec.attach)) else None
+                                     any(a.kind == 'raw_tracepoint' for a in spec.attach)) else None
         self._check_targets(btf)
         defines = self._kernel_defines(btf) if btf is not None else \
             ['#define NPG_F_%s %d' % (n.upper(), i) for n, i in spec.field_ids().items()]

@@ -41,7 +41,7 @@ def remove(netns_id, netns, interface, mode, hook, check_mode=False):
         if state is not None and (state.get('netns') or None) != (netns or None):
             raise NetprobeError('the chain recorded under netns_id %d belongs to network namespace %r, not %r: '
                                 'namespace inodes are reused, so nothing was removed' % (netns_id, state.get('netns'),
-                                                                                        netns))
+                                                                                         netns))
         result = dict(changed=bool(present), removed=present,
                       chain={'interface': interface, 'netns': netns or 'host', 'netns_id': netns_id, 'hook': hook,
                              'mode': mode, 'attached': False, 'probes': [], 'pin_dir': paths.pin_dir},

@@ -51,23 +51,23 @@ NP_METRIC(hits, NP_EXPORT FEATURES);
 
 NP_PROBE(ctx)
 {
-	__u8 *p = (__u8 *)(long)ctx->data;
-	__u8 *end = (__u8 *)(long)ctx->data_end;
-	int zero = 0;
-	__u64 *h = hits.lookup(&zero);
-	if (h)
-		__sync_fetch_and_add(h, 1);
-	if (p + %d > end)
-		return NP_PASS;
-	__u8 n = p[%d];
-	if (n >= 31)
-		return NP_PASS;
-	__u8 *q = p + %d + 1 + (n & 31);
-	if (q + 1 > end)
-		return NP_PASS;
-	*q = TAG;
-	p[%d] = n + 1;
-	return NP_PASS;
+    __u8 *p = (__u8 *)(long)ctx->data;
+    __u8 *end = (__u8 *)(long)ctx->data_end;
+    int zero = 0;
+    __u64 *h = hits.lookup(&zero);
+    if (h)
+        __sync_fetch_and_add(h, 1);
+    if (p + %d > end)
+        return NP_PASS;
+    __u8 n = p[%d];
+    if (n >= 31)
+        return NP_PASS;
+    __u8 *q = p + %d + 1 + (n & 31);
+    if (q + 1 > end)
+        return NP_PASS;
+    *q = TAG;
+    p[%d] = n + 1;
+    return NP_PASS;
 }
 ''' % (PACKET_LEN, TRAIL, TRAIL, TRAIL)
 
@@ -308,11 +308,11 @@ def test_a_failed_kernel_call_leaves_the_old_or_the_new_chain(lab, monkeypatch, 
                         % (n, failed_call, kernel_view(lab, new_or_old), want_new))
         if again['changed'] or again['drift']:
             bugs.append('N=%d (%s failed): the second run after still changes: drift %s' % (n, failed_call,
-                                                                                          again['drift']))
+                                                                                            again['drift']))
     figure('faults[%s]: %d kernel calls per edit (%s)' % (kind, calls, ', '.join('%s x%d' % kv for kv in
-                                                                                  sorted(kinds.items()))))
+                                                                                 sorted(kinds.items()))))
     figure('faults[%s]: after the Nth call failed the kernel ran: %s; errors raised: %s'
-          % (kind, dict(outcomes), dict(errors)))
+           % (kind, dict(outcomes), dict(errors)))
     for bug in bugs:
         figure('faults[%s]: BUG %s' % (kind, bug))
     assert calls > 0

@@ -307,7 +307,7 @@ def test_fuzz_inputs_fail_clearly_and_leave_the_running_chain_alone(lab, tmp_pat
 
     # the chain under watch: two counters on ns B's veth
     watched = {'interface': lab.if_b, 'netns': lab.ns_b, 'probes': [{'name': 'w1', 'probe': 'counter'},
-                                                                      {'name': 'w2', 'probe': 'counter'}]}
+                                                                    {'name': 'w2', 'probe': 'counter'}]}
     before = run_module('ebpf_chain', watched)
     assert not before.get('failed'), before.get('msg')
     assert traffic(lab) == 50
@@ -369,7 +369,7 @@ def test_fuzz_inputs_fail_clearly_and_leave_the_running_chain_alone(lab, tmp_pat
     failed = sum(classes.values())
 
     figure('fuzz: %d inputs in %.0f s, %.0f CPU s (%d failed clearly, %d succeeded)'
-          % (len(results), elapsed, cpu, failed, len(results) - failed))
+           % (len(results), elapsed, cpu, failed, len(results) - failed))
     for module in MODULES:
         figure('fuzz:   %-18s ok %4d  failed %4d' % (module, per_module[module, 'ok'], per_module[module, 'failed']))
     figure('fuzz: failures by message class (%d classes):' % len(classes))

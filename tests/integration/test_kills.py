@@ -197,7 +197,7 @@ def test_sigkill_mid_edit_under_a_flood_then_converge_and_clean_up(lab):
         flood.finish()
     sent = len(flood.sent)
     figure('kills: %d tries, %d landed mid-run; %d packets sent at %d/s, %d received'
-          % (tries, landed, sent, RATE, len(flood.got)))
+           % (tries, landed, sent, RATE, len(flood.got)))
     figure('kills: packets lost per landed kill (kill, repair and check runs): %s' % per_kill)
     figure('kills: total lost %d, worst kill %d' % (sum(per_kill), max(per_kill) if per_kill else 0))
     assert not problems, '\n'.join(problems)

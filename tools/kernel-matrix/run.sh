@@ -11,6 +11,7 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 KERNELS="${KERNELS:-$KM_ALL_KERNELS host}"
+# shellcheck disable=SC2086 # KERNELS is a list of words
 VM_KERNELS="$(printf '%s\n' $KERNELS | grep -vx host | tr '\n' ' ' || true)"
 KM_FALLBACK_KERNELS="${KM_FALLBACK_KERNELS-6.1}"
 LOGS="$KM_CACHE/logs"; RESULTS="$KM_CACHE/results"
