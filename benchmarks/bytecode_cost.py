@@ -22,7 +22,6 @@ The Python without bcc is the test suite's (.cache/nobcc-venv, made by tests/int
 
 import argparse
 import cProfile
-import ctypes
 import io
 import json
 import os
@@ -125,7 +124,7 @@ class PerPacket:
             overhead = {}
             for mode in ('xdp', 'tc'):
                 fd = self.variants[(mode, 'bytecode (shipped image)')]
-                overhead[mode] = statistics.median(chain_cost.run_cpu_ns(self.bpf, fd, packet, 2)[2] for _ in range(3))
+                overhead[mode] = statistics.median(chain_cost.run_cpu_ns(self.bpf, fd, packet, 2)[2] for _sample in range(3))
             order = list(self.variants.items())
             random.shuffle(order)
             for (mode, kind), fd in order:
@@ -359,7 +358,7 @@ def profile(ns, engine, top):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument('--rounds', type=int, default=15, help='per-packet rounds')
     parser.add_argument('--repeat', type=int, default=200000, help='TEST_RUN repeat per sample')
     parser.add_argument('--deploy-rounds', type=int, default=3)
