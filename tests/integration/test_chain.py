@@ -274,10 +274,11 @@ def test_absent_leaves_no_pins_or_attachments(lab, mode, hook):
 
 
 def test_drift_program_detached_by_hand_is_reported_and_repaired(lab):
-    chain(lab, 'xdp', 'ingress', [dict(COUNTER, name='a')])
+    # the netlink path: a bpf_link cannot be detached by hand (test_attach_chain.py covers that path)
+    chain(lab, 'xdp', 'ingress', [dict(COUNTER, name='a')], xdp_attach='netlink')
     sh('ip', '-n', lab.ns_b, 'link', 'set', lab.if_b, 'xdpgeneric', 'off')
     assert xdp_prog_id(lab) == 0
-    repaired = chain(lab, 'xdp', 'ingress', [dict(COUNTER, name='a')])
+    repaired = chain(lab, 'xdp', 'ingress', [dict(COUNTER, name='a')], xdp_attach='netlink')
     assert repaired['changed'] and repaired['compiled'] == []
     assert any('detached' in d for d in repaired['drift'])
     assert xdp_prog_id(lab) == repaired['chain']['probes'][0]['prog_id']
@@ -333,10 +334,11 @@ def attach_foreign(lab, script):
 
 def test_foreign_tc_filters_and_xdp_programs_are_left_alone(lab):
     attach_foreign(lab, FOREIGN_TC)
-    chain(lab, 'tc', 'ingress', [dict(COUNTER, name='a')])
+    # the cls_bpf path beside a foreign filter (TCX beside foreign programs: test_attach_chain.py)
+    chain(lab, 'tc', 'ingress', [dict(COUNTER, name='a')], tc_attach='cls_bpf')
     assert 'foreign' in tc_filters(lab, 'ingress') and 'netprobe-a' in tc_filters(lab, 'ingress')
     assert traffic(lab, 'ingress', 2) == 2
-    run_module('ebpf_chain', dict(target(lab, 'tc', 'ingress'), state='absent'))
+    run_module('ebpf_chain', dict(target(lab, 'tc', 'ingress'), state='absent', tc_attach='cls_bpf'))
     assert 'foreign' in tc_filters(lab, 'ingress') and 'netprobe' not in tc_filters(lab, 'ingress')
     assert 'clsact' in sh('tc', '-n', lab.ns_b, 'qdisc', 'show', 'dev', lab.if_b).stdout
 

@@ -358,8 +358,11 @@ def test_capabilities_are_facts_of_this_kernel(lab):
     ok(run_module('ebpf_probe', dict(where(lab), name='n', probe='counter', xdp_mode='native')))
     link = json.loads(sh('ip', '-n', lab.ns_b, '-d', '-j', 'link', 'show', lab.if_b).stdout)[0]
     assert link['xdp']['mode'] == 1  # XDP_ATTACHED_DRV
-    ok(run_module('ebpf_probe', dict(where(lab, 'tc', 'ingress'), name='t', probe='counter')))
+    ok(run_module('ebpf_probe', dict(where(lab, 'tc', 'ingress'), name='t', probe='counter', tc_attach='cls_bpf')))
     assert 'netprobe-t' in sh('tc', '-n', lab.ns_b, 'filter', 'show', 'dev', lab.if_b, 'ingress').stdout
+    if caps.get('tcx'):
+        tcx = ok(run_module('ebpf_probe', dict(where(lab, 'tc', 'egress'), name='x', probe='counter')))
+        assert tcx['chain']['attach']['attach_path'] == 'tcx', tcx['chain']
     # the attach tests left nothing behind in the host namespace
     assert not [n for n in sh('ip', '-j', 'link').stdout.split('"ifname":')[1:] if n.startswith('"npcap')]
 

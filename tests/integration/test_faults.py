@@ -146,8 +146,9 @@ class Probe:
 
 
 def chain_of(lab):
+    # the netlink path: its attach calls go through the netlink seam, and a hard reset can detach it by hand
     return _module.chain_from_params(dict(interface=lab.if_b, netns=lab.ns_b, hook='ingress', mode='xdp',
-                                          xdp_mode='skb', _netprobe_files=FILES))
+                                          xdp_mode='skb', xdp_attach='netlink', _netprobe_files=FILES))
 
 
 def converge(lab, probes):
