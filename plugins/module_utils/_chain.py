@@ -627,7 +627,16 @@ class Chain:
                 os.close(getattr(self, attr))
                 setattr(self, attr, None)
         if os.path.isdir(self.paths.pin_dir):
-            _state.remove_tree(self.paths.pin_dir)
+            # the head's link stays: it is what the hook holds now, and the rebuilt head replaces its program
+            # atomically through it (removing its pin would detach the head)
+            keep = _attach.HEAD_LINK
+            for entry in os.listdir(self.paths.pin_dir):
+                if entry != keep:
+                    path = os.path.join(self.paths.pin_dir, entry)
+                    if os.path.isdir(path):
+                        _state.remove_tree(path)
+                    else:
+                        _state.unpin(path)
         for rec in self.live:
             self.release(rec)
             rec.lost = True
