@@ -111,8 +111,10 @@ def converge(module, chain, desired_from):
 def converge_locked(module, chain, desired_from):
     with chain:
         chain.observe()
-        for path, problem in _state.state_problems():
-            chain.drift.append('metadata %s was unreadable (%s): the chain is rebuilt from its pins' % (path, problem))
+        problem = _state.state_problem(chain.paths.state_file)
+        if problem:
+            chain.drift.append('metadata %s was unreadable (%s): the chain is rebuilt from its pins'
+                               % (chain.paths.state_file, problem))
         desired = desired_from([r.name for r in chain.live])
         if desired and chain.ifindex is None:
             _netlink.link_index(chain.ipr, chain.interface, chain.netns)

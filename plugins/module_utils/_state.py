@@ -238,6 +238,11 @@ def state_problems():
     return sorted(_PROBLEMS.items())
 
 
+def state_problem(path):
+    """Why load_state could not use the metadata file at path, or None."""
+    return _PROBLEMS.get(path)
+
+
 def save_state(path, data):
     """Atomic replace, so a crash never leaves half a file."""
     makedirs_private(os.path.dirname(path))
