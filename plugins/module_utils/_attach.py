@@ -38,7 +38,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional, Union
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _netlink
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _netlink, _state
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 XDP_NETLINK = 'xdp-netlink'
@@ -193,12 +193,6 @@ def _open_pin(path):
         return None
 
 
-def _unpin(path):
-    try:
-        os.unlink(path)
-    except OSError as e:
-        if e.errno != errno.ENOENT:
-            raise
 
 
 def xdp_link_of(ifindex, prog_id):
@@ -292,12 +286,12 @@ class HeadAttachment:
                 raise
         finally:
             os.close(fd)
-        _unpin(self.t.link_pin)
+        _state.unpin(self.t.link_pin)
 
     def _pin_link(self, link_fd):
         try:
             os.makedirs(os.path.dirname(self.t.link_pin), mode=0o700, exist_ok=True)
-            _unpin(self.t.link_pin)  # a defunct link left by a detach by hand
+            _state.unpin(self.t.link_pin)  # a defunct link left by a detach by hand
             _bpf.obj_pin(link_fd, self.t.link_pin)
         finally:
             os.close(link_fd)  # the pin holds it now (or, when pinning failed, nothing does: detached)
@@ -509,7 +503,7 @@ def _mark(path, present):
         with open(path, 'w'):
             pass
     else:
-        _unpin(path)
+        _state.unpin(path)
 
 
 # --- choosing a path ------------------------------------------------------------------------------
@@ -692,7 +686,7 @@ class ChainHead:
                     os.close(fd)
                 if info['ifindex'] == self.ifindex and info['prog_id']:
                     return  # a live link of ours: not stale
-            _unpin(self.link_pin)
+            _state.unpin(self.link_pin)
 
     def describe(self):
         """Facts: the path in use (None: not attached), the wanted one, link, place, foreign programs."""
