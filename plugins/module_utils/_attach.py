@@ -193,8 +193,6 @@ def _open_pin(path):
         return None
 
 
-
-
 def xdp_link_of(ifindex, prog_id):
     """The id of an XDP bpf_link running prog_id on ifindex, 0 when prog_id is attached by netlink.
     (Link ids are global; ifindex and the globally unique program id together pin it down.)"""

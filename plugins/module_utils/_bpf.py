@@ -45,7 +45,8 @@ PROG_TYPES = {3: 'tc', 6: 'xdp'}
 _libc = None
 
 
-def _syscall():
+def libc():
+    """The C library, loaded once per process (errno kept), for syscalls Python does not wrap."""
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
@@ -63,7 +64,7 @@ def bpf(cmd, attr):
     nr = _SYSCALL_BPF.get(platform.machine())
     if nr is None:
         raise BpfError(errno.ENOSYS, 'bpf(2) syscall number unknown for %s' % platform.machine())
-    ret = _syscall().syscall(nr, cmd, buf, 160)
+    ret = libc().syscall(nr, cmd, buf, 160)
     if ret < 0:
         err = ctypes.get_errno()
         raise BpfError(err, os.strerror(err))

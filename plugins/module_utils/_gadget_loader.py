@@ -18,7 +18,6 @@ __metaclass__ = type
 
 import base64
 import ctypes
-import ctypes.util
 import errno
 import json
 import os
@@ -51,14 +50,7 @@ ETH_P_ALL = 0x0003
 TRACEFS = '/sys/kernel/tracing'
 KPROBE_PMU = '/sys/bus/event_source/devices/kprobe/type'
 
-_libc = None
-
-
-def libc():
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
-    return _libc
+libc = _bpf.libc
 
 
 # --- images ------------------------------------------------------------------------------------
