@@ -10,10 +10,13 @@
 2. deploys      ad-hoc Ansible runs in a private namespace, interleaved per round:
                 a. first deploy of a chain of N bundled counters (bytecode) vs its unchanged rerun;
                 b. the lab's chains (bundled probes) on a Python without bcc (shipped bytecode) vs the
-                   same chains compiled by bcc (a fresh cflag each round, so nothing is cached);
+                   same chains compiled by bcc (a fresh cflag each round, so nothing is cached), as one
+                   ansible-playbook run and on the host alone (the two module processes, with the
+                   arguments their action plugin sends);
                 c. on the bcc path, each added probe of a first deploy (chains of 1 and 4 pass-through
                    probes, each compiled) vs a plain bcc compile-and-load of the same handler;
-                d. one task over K interfaces vs one interface, a custom probe compiled once.
+                d. one task over K interfaces vs one interface, a custom probe compiled once;
+                e. an unchanged rerun of one chain on 40 interfaces in one task vs one ebpf_facts run.
 3. --profile    cProfile of the engine's first deploy of a 4-probe compiled chain, in this process.
 
 Run as root after `make setup`: `.venv/bin/python benchmarks/bytecode_cost.py [--rounds N] [--json F]`.
@@ -21,6 +24,7 @@ The Python without bcc is the test suite's (.cache/nobcc-venv, made by tests/int
 """
 
 import argparse
+import atexit
 import cProfile
 import io
 import json
@@ -28,6 +32,7 @@ import os
 import pstats
 import random
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -146,11 +151,11 @@ class PerPacket:
 # --- 2. deploys ------------------------------------------------------------------------------------
 
 
-def run_playbook(text, extra_vars, interpreter=None):
+def run_playbook(text, interpreter=None):
     with tempfile.NamedTemporaryFile('w', suffix='.yml', dir=REPO, prefix='.npb-') as f:
         f.write(text)
         f.flush()
-        cmd = [os.path.join(rerun_cost.BIN, 'ansible-playbook'), f.name, '-e', json.dumps(extra_vars)]
+        cmd = [os.path.join(rerun_cost.BIN, 'ansible-playbook'), f.name]
         if interpreter:
             cmd += ['-e', json.dumps({'ansible_python_interpreter': interpreter})]
         start = time.perf_counter()
@@ -162,47 +167,95 @@ def run_playbook(text, extra_vars, interpreter=None):
     return elapsed
 
 
-LAB_PLAYBOOK = '''
-- name: The lab's chains, from bundled probes
-  hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: XDP ingress
-      netprobe.ebpf.ebpf_chain:
-        interface: vb
-        netns: "{{ netns }}"
-        mode: xdp
-        probes:
-          - {name: seen, probe: counter, cflags: "{{ cflags }}"}
-          - name: drop-discard
-            probe: firewall
-            cflags: "{{ cflags }}"
-            config: {rules: [{action: drop, proto: udp, dport: 9}]}
-          - {name: passed, probe: counter, cflags: "{{ cflags }}"}
-    - name: TC egress
-      netprobe.ebpf.ebpf_chain:
-        interface: vb
-        netns: "{{ netns }}"
-        hook: egress
-        mode: tc
-        probes:
-          - {name: sent, probe: counter, cflags: "{{ cflags }}"}
-'''
+def lab_chains(netns, cflags, state='present'):
+    """The lab's chains (playbooks/vars/lab.yml): XDP ingress counter, firewall, counter; TC egress counter."""
+    def probe(name, bundled, **extra):
+        return dict(name=name, probe=bundled, cflags=cflags, **extra)
+    return [
+        {'interface': 'vb', 'netns': netns, 'hook': 'ingress', 'mode': 'xdp', 'state': state, 'probes': [
+            probe('seen', 'counter'),
+            probe('drop-discard', 'firewall', config={'rules': [{'action': 'drop', 'proto': 'udp', 'dport': 9}]}),
+            probe('passed', 'counter')] if state == 'present' else []},
+        {'interface': 'vb', 'netns': netns, 'hook': 'egress', 'mode': 'tc', 'state': state,
+         'probes': [probe('sent', 'counter')] if state == 'present' else []}]
 
-LAB_ABSENT = '''
-- name: Remove the lab's chains
-  hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: Both chains
-      netprobe.ebpf.ebpf_chain:
-        interface: vb
-        netns: "{{ netns }}"
-        hook: "{{ item.hook }}"
-        mode: "{{ item.mode }}"
-        state: absent
-      loop: [{hook: ingress, mode: xdp}, {hook: egress, mode: tc}]
-'''
+
+def lab_playbook(netns, cflags, state='present'):
+    """One play, a task per chain (JSON is YAML)."""
+    return json.dumps([{'name': "The lab's chains", 'hosts': 'localhost', 'gather_facts': False, 'tasks': [
+        {'name': 'Chain %d' % i, 'netprobe.ebpf.ebpf_chain': args}
+        for i, args in enumerate(lab_chains(netns, cflags, state))]}])
+
+
+_ANSIBLE_ONLY = []
+
+
+def _ansible_only():
+    """A directory with only the ansible package in it: what AnsiballZ gives a module (ansible's module_utils),
+    for an interpreter that has no ansible of its own (the Python without bcc), and nothing else."""
+    if not _ANSIBLE_ONLY:
+        import ansible
+        path = tempfile.mkdtemp(prefix='npb-ansible-')
+        atexit.register(shutil.rmtree, path, True)
+        os.symlink(os.path.dirname(ansible.__file__), os.path.join(path, 'ansible'))
+        _ANSIBLE_ONLY.append(path)
+    return _ANSIBLE_ONLY[0]
+
+
+def module_process(module, args, python=None):
+    """Seconds of one module run as a plain process on this host, with the arguments its action plugin would
+    send (bundled probes' C, bpf/'s headers, shipped images): the part of a task that runs on the target."""
+    from ansible_collections.netprobe.ebpf.plugins.plugin_utils import _prebuilt, _sources
+    probes = [dict(p) for p in args.get('probes') or []]
+    for p in probes:
+        if p.get('probe'):
+            with open(os.path.join(_sources.PROBES_DIR, p['probe'] + '.c')) as f:
+                p['source'] = f.read()
+    args = dict(args, probes=probes, _netprobe_files=_sources.bpf_files(),
+                _netprobe_images=_prebuilt.images(_sources.bundled_names(args)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join((os.path.join(REPO, '.cache', 'collections'), _ansible_only())))
+    start = time.perf_counter()
+    proc = subprocess.run([python or sys.executable, '-m', 'ansible_collections.netprobe.ebpf.plugins.modules.' + module],
+                          input=json.dumps({'ANSIBLE_MODULE_ARGS': args}), capture_output=True, text=True, env=env,
+                          check=False)
+    elapsed = time.perf_counter() - start
+    if '{' not in proc.stdout:
+        raise RuntimeError('%s printed no result: %s' % (module, proc.stderr[-2000:]))
+    result = json.loads(proc.stdout[proc.stdout.index('{'):])
+    if result.get('failed'):
+        raise RuntimeError('%s failed: %s' % (module, result.get('msg')))
+    return elapsed, result
+
+
+class _NoCheckModule:
+    check_mode = False
+
+
+def engine_lab(netns, cflags, shipped):
+    """Seconds of the engine's own work for the lab's chains, in this process (no interpreter start, no
+    imports): what the module does after its imports, converge() of both chains, with the shipped images
+    (cflags []: the spec the images were built for) or compiling every spec (fresh cflags, empty cache)."""
+    from ansible_collections.netprobe.ebpf.plugins.module_utils import _compile, _image, _module
+    from ansible_collections.netprobe.ebpf.plugins.plugin_utils import _prebuilt, _sources
+    defaults = dict((k, v.get('default')) for k, v in _module.TARGET_ARGS.items())
+    cache = tempfile.mkdtemp(prefix='npb-cache-')
+    try:
+        start = time.perf_counter()
+        for args in lab_chains(netns, cflags):
+            params = dict(defaults, **args)
+            images = _compile.Images(_sources.bpf_files(), cache=_image.Cache(cache), shipped=(
+                _prebuilt.images(_sources.bundled_names(args)) if shipped else None))
+            desired = []
+            for p in args['probes']:
+                with open(os.path.join(_sources.PROBES_DIR, p['probe'] + '.c')) as f:
+                    desired.append(_module.spec_from_params(p['name'], dict(p, source=f.read())))
+            result = _module.converge(_NoCheckModule, _module.chain_from_params(params, images=images),
+                                      lambda _names, desired=desired: desired)
+            assert result['changed'] and len(images.compiled) == (0 if shipped else len(set(
+                (p['probe']) for p in args['probes']))), (result, images.compiled)
+        return time.perf_counter() - start
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def chain(ns, probes, interfaces=None, state='present'):
@@ -221,7 +274,8 @@ def timed(module, args):
 
 def deploys(ns, rounds, n_probes, k_ifaces, have_nobcc):
     samples = dict((k, []) for k in (
-        'a_first_bytecode', 'a_rerun', 'b_lab_nobcc', 'b_lab_bcc', 'c_first_1', 'c_first_4', 'd_one_iface',
+        'a_first_bytecode', 'a_rerun', 'b_lab_nobcc', 'b_lab_bcc', 'b_host_nobcc', 'b_host_bcc', 'b_engine_nobcc',
+        'b_engine_bcc', 'c_first_1', 'c_first_4', 'd_one_iface',
         'd_k_ifaces'))
     for i in range(k_ifaces):
         rerun_cost.sh('ip', '-n', ns.name, 'link', 'add', 'vk%d' % i, 'type', 'veth', 'peer', 'name', 'pk%d' % i)
@@ -238,12 +292,25 @@ def deploys(ns, rounds, n_probes, k_ifaces, have_nobcc):
         timed('netprobe.ebpf.ebpf_chain', chain(ns, [], state='absent'))
 
     def part_b():
-        if have_nobcc:
-            samples['b_lab_nobcc'].append(run_playbook(LAB_PLAYBOOK, {'netns': ns.name, 'cflags': []}, NOBCC_PYTHON))
-            run_playbook(LAB_ABSENT, {'netns': ns.name})
-        tag = '-DNP_BENCH_%s=1' % secrets.token_hex(6)
-        samples['b_lab_bcc'].append(run_playbook(LAB_PLAYBOOK, {'netns': ns.name, 'cflags': [tag]}))
-        run_playbook(LAB_ABSENT, {'netns': ns.name})
+        # end to end (ansible-playbook) and on the host alone (the two module processes), each without bcc
+        # (shipped bytecode) and with bcc compiling every spec (a fresh cflag: nothing cached)
+        for python, key in ((NOBCC_PYTHON, 'nobcc'), (None, 'bcc')):
+            if python and not have_nobcc:
+                continue
+            cflags = [] if python else ['-DNP_BENCH_%s=1' % secrets.token_hex(6)]
+            samples['b_lab_%s' % key].append(run_playbook(lab_playbook(ns.name, cflags), python))
+            run_playbook(lab_playbook(ns.name, [], 'absent'))
+            cflags = [] if python else ['-DNP_BENCH_%s=1' % secrets.token_hex(6)]
+            runs = [module_process('ebpf_chain', args, python) for args in lab_chains(ns.name, cflags)]
+            assert all(r['changed'] and len(r['compiled']) == (0 if python else n)
+                       for (_t, r), n in zip(runs, (2, 1))), runs
+            samples['b_host_%s' % key].append(sum(t for t, _r in runs))
+            for args in lab_chains(ns.name, [], 'absent'):
+                module_process('ebpf_chain', args)
+            samples['b_engine_%s' % key].append(engine_lab(ns.name, cflags=[] if python else [
+                '-DNP_BENCH_%s=1' % secrets.token_hex(6)], shipped=bool(python)))
+            for args in lab_chains(ns.name, [], 'absent'):
+                module_process('ebpf_chain', args)
 
     def part_c():
         for n in (1, 4):
@@ -317,6 +384,43 @@ def compiles(bcc, compile_, count):
     return out
 
 
+def many_interfaces(ns, count, rounds):
+    """e. an unchanged rerun of one chain on count interfaces in one task (interfaces: [pattern]) against
+    one ebpf_facts run over the same chains (chains alone, and its default: everything), interleaved."""
+    for i in range(count):
+        rerun_cost.sh('ip', '-n', ns.name, 'link', 'add', 'vm%d' % i, 'type', 'veth', 'peer', 'name', 'qm%d' % i)
+        rerun_cost.sh('ip', '-n', ns.name, 'link', 'set', 'vm%d' % i, 'up')
+    args = chain(ns, [{'name': 'seen', 'probe': 'counter'}], interfaces=['vm*'])
+    _t, r = timed('netprobe.ebpf.ebpf_chain', args)
+    assert r['changed'] and len(r['chains']) == count, r
+
+    def rerun():
+        _t, r = timed('netprobe.ebpf.ebpf_chain', args)
+        assert not r['changed'], r
+        return _t
+
+    def facts(subset):
+        def run():
+            t, r = timed('netprobe.ebpf.ebpf_facts', {'netns': [ns.name], 'gather_subset': subset})
+            assert len([c for c in r['ansible_facts']['netprobe']['chains'] if c['interface'].startswith('vm')]) == count
+            return t
+        return run
+
+    variants = {'e_rerun': rerun, 'e_facts_chains': facts(['chains']), 'e_facts_all': facts(['all'])}
+    samples = dict((k, []) for k in variants)
+    try:
+        for r in range(rounds):
+            order = list(variants.items())
+            random.shuffle(order)
+            for key, fn in order:
+                samples[key].append(fn())
+            sys.stderr.write('\r%d interfaces: round %d/%d' % (count, r + 1, rounds))
+        sys.stderr.write('\n')
+    finally:
+        timed('netprobe.ebpf.ebpf_chain', chain(ns, [], interfaces=['vm*'], state='absent'))
+    return samples
+
+
 # --- 3. profile ------------------------------------------------------------------------------------
 
 
@@ -364,6 +468,7 @@ def main():
     parser.add_argument('--deploy-rounds', type=int, default=3)
     parser.add_argument('--probes', type=int, default=8, help='N of part a')
     parser.add_argument('--interfaces', type=int, default=8, help='K of part d')
+    parser.add_argument('--many-interfaces', type=int, default=40, help='interfaces of part e')
     parser.add_argument('--profile', action='store_true')
     parser.add_argument('--json')
     args = parser.parse_args()
@@ -394,6 +499,7 @@ def main():
     ns = rerun_cost.Namespace()
     try:
         d = deploys(ns, args.deploy_rounds, args.probes, args.interfaces, os.path.exists(NOBCC_PYTHON))
+        d.update(many_interfaces(ns, args.many_interfaces, max(3, args.deploy_rounds)))
         results['deploys_s'] = dict((k, quart(v)) for k, v in d.items() if v)
         if args.profile:
             total, by_name, text = profile(ns, compile_, 30)
@@ -408,8 +514,12 @@ def main():
     summary = {
         'a: first deploy of %d bytecode probes - rerun, per probe (ms)' % args.probes:
             1000 * (m['a_first_bytecode'] - m['a_rerun']) / args.probes,
-        'b: lab chains, bcc first deploy / no-bcc first deploy': (
+        'b: lab chains, bcc first deploy / no-bcc first deploy (ansible-playbook)': (
             m['b_lab_bcc'] / m['b_lab_nobcc'] if 'b_lab_nobcc' in m else None),
+        'b: the same, on the host (the module processes)': (
+            m['b_host_bcc'] / m['b_host_nobcc'] if 'b_host_nobcc' in m else None),
+        "b: the same, the engine's work in process": (
+            m['b_engine_bcc'] / m['b_engine_nobcc'] if 'b_engine_nobcc' in m else None),
         'c: added probe of a bcc first deploy (s)': (m['c_first_4'] - m['c_first_1']) / 3,
         'c: ... / plain bcc compile-and-load': ((m['c_first_4'] - m['c_first_1']) / 3
                                                 / results['compile_s']['plain']['median']),
@@ -421,6 +531,9 @@ def main():
         'd: ... / one engine compile': ((m['d_k_ifaces'] - m['d_one_iface']) / (args.interfaces - 1)
                                         / results['compile_s']['engine']['median']),
     }
+    summary['e: %d-interface unchanged rerun / ebpf_facts chains' % args.many_interfaces] = (
+        m['e_rerun'] / m['e_facts_chains'])
+    summary['e: ... / ebpf_facts all'] = m['e_rerun'] / m['e_facts_all']
     for mode in ('xdp', 'tc'):
         summary['per packet %s: bytecode / bcc (paired median)' % mode] = \
             results['per_packet_ns']['%s paired ratio bytecode/bcc' % mode]['median']

@@ -8,7 +8,6 @@
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
-#include <uapi/linux/in.h>
 #include <uapi/linux/ip.h>
 #include <uapi/linux/ipv6.h>
 #include <uapi/linux/udp.h>
@@ -18,6 +17,10 @@
 #define NPG_MAX_FIELDS 32
 #define NPG_AF_INET 2
 #define NPG_AF_INET6 10
+/* not <uapi/linux/in.h>: bcc resolves its <linux/socket.h> to the kernel's internal header, a quarter
+ * second of clang per compile (see netprobe.h) */
+#define NPG_IPPROTO_TCP 6
+#define NPG_IPPROTO_UDP 17
 
 enum { NPG_EQ = 1, NPG_NE = 2, NPG_LT = 3, NPG_GT = 4 };
 
@@ -184,7 +187,7 @@ static __always_inline int npg_parse(struct __sk_buff *skb, struct npg_pkt *p)
     } else {
         return 0;
     }
-    if (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) {
+    if (p->proto == NPG_IPPROTO_TCP || p->proto == NPG_IPPROTO_UDP) {
         __u16 ports[2];
         if (bpf_skb_load_bytes(skb, p->l4off, ports, 4) == 0) {
             p->sport = bpf_ntohs(ports[0]);

@@ -25,7 +25,7 @@ int npg_trace_dns(struct __sk_buff *skb)
     struct npg_config *c = npg_config();
     struct npg_pkt p = {};
     int zero = 0;
-    if (!c || npg_parse(skb, &p) < 0 || p.proto != IPPROTO_UDP)
+    if (!c || npg_parse(skb, &p) < 0 || p.proto != NPG_IPPROTO_UDP)
         return 0;
     if (p.sport != c->param[0] && p.dport != c->param[0])
         return 0;

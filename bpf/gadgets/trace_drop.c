@@ -63,7 +63,7 @@ int npg_trace_drop(struct bpf_raw_tracepoint_args *ctx)
             __builtin_memcpy(e.daddr, &ip6.daddr, 16);
             l4 = l3 + sizeof(ip6);
         }
-        if (l4 && (e.proto == IPPROTO_TCP || e.proto == IPPROTO_UDP)) {
+        if (l4 && (e.proto == NPG_IPPROTO_TCP || e.proto == NPG_IPPROTO_UDP)) {
             __u16 ports[2] = {};
             bpf_probe_read_kernel(ports, 4, l4);
             e.sport = bpf_ntohs(ports[0]);

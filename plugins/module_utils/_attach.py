@@ -30,15 +30,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import contextlib
-import ctypes
-import ctypes.util
 import errno
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional, Union
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _netlink, _state
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _limits, _netlink, _state
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 XDP_NETLINK = 'xdp-netlink'
@@ -52,7 +50,6 @@ XDP_CHOICES = {'netlink': XDP_NETLINK, 'link': XDP_LINK}
 TC_CHOICES = {'cls_bpf': TC_CLS_BPF, 'tcx': TCX}
 
 LIBXDP_DISPATCHER = 'xdp_dispatcher'
-CLONE_NEWNET = 0x40000000
 ENOTSUPP = 524
 _TCX_ATTACH = {'ingress': _bpf.ATTACH_TCX_INGRESS, 'egress': _bpf.ATTACH_TCX_EGRESS}
 
@@ -145,30 +142,6 @@ class Target:
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def in_netns(netns):
-    """Run the block with this thread in the target network namespace (mount namespace unchanged)."""
-    if not netns.spec:
-        yield
-        return
-    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
-    home = os.open('/proc/self/ns/net', os.O_RDONLY)
-    target = os.open(netns.path, os.O_RDONLY)
-    try:
-        if libc.setns(target, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise NetprobeError('cannot enter network namespace %s: %s' % (netns.label, os.strerror(err)))
-        try:
-            yield
-        finally:
-            if libc.setns(home, CLONE_NEWNET) != 0:  # pragma: no cover - would leave the process astray
-                raise NetprobeError('cannot return to the original network namespace: %s'
-                                    % os.strerror(ctypes.get_errno()))
-    finally:
-        os.close(target)
-        os.close(home)
 
 
 def _prog_name(prog_id):
@@ -343,7 +316,7 @@ class XdpLink(HeadAttachment):
             raise occupied_error(self.t, prog_id)
         flags = _netlink.XDP_MODE_FLAGS[self.t.xdp_mode]
         try:
-            with in_netns(self.t.netns):
+            with _netlink.in_netns(self.t.netns):
                 link_fd = _bpf.link_create(fd, self.t.ifindex, _bpf.ATTACH_XDP, flags)
         except _bpf.BpfError as e:
             if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, ENOTSUPP) and self.t.xdp_mode == 'native':
@@ -429,7 +402,7 @@ class Tcx(HeadAttachment):
     def attach(self, fd):
         flags, relative = self._placement()
         try:
-            with in_netns(self.t.netns):
+            with _netlink.in_netns(self.t.netns):
                 link_fd = _bpf.link_create(fd, self.t.ifindex, self._attach_type(), flags, relative)
         except _bpf.BpfError as e:
             raise NetprobeError('TCX %s link on %s failed: %s' % (self.t.hook, self.t.ifname, e))
@@ -473,7 +446,7 @@ def _xdp_program(ifindex, prog_id):
 def tcx_programs(target, exclude_link=0):
     """Programs on the TCX hook in run order (empty before 6.6, where there is no TCX)."""
     try:
-        with in_netns(target.netns):
+        with _netlink.in_netns(target.netns):
             prog_ids, link_ids, _rev = _bpf.prog_query(target.ifindex, _TCX_ATTACH[target.hook])
     except _bpf.BpfError:
         return []
@@ -507,14 +480,61 @@ def _mark(path, present):
 # --- choosing a path ------------------------------------------------------------------------------
 
 
+PATHS_CACHE = os.path.join(_state.RUN_ROOT, 'attach-paths.json')
+_PATHS = {}  # this process's answer
+
+
 def kernel_paths():
-    """The attach paths this kernel has, tried for real in a throwaway network namespace."""
+    """The attach paths this kernel has, tried for real in a throwaway network namespace (about 0.1 s:
+    a namespace and a veth pair made and destroyed) once per boot: the answer is kept in PATHS_CACHE
+    for this boot and kernel, and in this process."""
+    if not _PATHS:
+        boot = _boot_id()
+        cached = _cached_paths(boot)
+        if cached is None:
+            cached = _probe_paths()
+            # kept unless the trial itself failed (no namespace, no answer): that one is tried again
+            if boot and 'attach' not in cached[1]:
+                try:
+                    _state.save_state(PATHS_CACHE, {'boot_id': boot, 'release': os.uname().release,
+                                                    'have': cached[0], 'errors': cached[1]})
+                except OSError:
+                    pass  # a read-only /run: every run tries the kernel, as before
+        _PATHS['answer'] = cached
+    return _PATHS['answer']
+
+
+def _probe_paths():
     from ansible_collections.netprobe.ebpf.plugins.module_utils import _capabilities  # pylint: disable=import-outside-toplevel
     found, errors = _capabilities.probe_attachments()
     have = {XDP_NETLINK: bool(found.get('xdp_generic') or found.get('xdp_native')),
             XDP_LINK: bool(found.get('xdp_link')),
             TC_CLS_BPF: bool(found.get('tc_clsact')),
             TCX: bool(found.get('tcx'))}
+    return have, errors
+
+
+def _boot_id():
+    try:
+        return _limits.read_proc('/proc/sys/kernel/random/boot_id').strip()
+    except (NetprobeError, OSError):
+        return None
+
+
+def _cached_paths(boot):
+    """(have, errors) kept by an earlier run of this boot and kernel, or None (none, stale or damaged)."""
+    if not boot:
+        return None
+    try:
+        data = json.loads(_limits.read_bounded(PATHS_CACHE, 64 * 1024, 'attach paths cache').decode())
+    except (NetprobeError, ValueError, UnicodeError):
+        return None
+    if not isinstance(data, dict) or data.get('boot_id') != boot or data.get('release') != os.uname().release:
+        return None
+    have, errors = data.get('have'), data.get('errors')
+    if not isinstance(have, dict) or set(have) != {XDP_NETLINK, XDP_LINK, TC_CLS_BPF, TCX} \
+            or not all(isinstance(v, bool) for v in have.values()) or not isinstance(errors, dict):
+        return None
     return have, errors
 
 

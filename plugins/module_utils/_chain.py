@@ -605,8 +605,9 @@ class Chain:
                 if fd is not None and fd != b.rec.fd:
                     os.close(fd)
         self.live = new_live
-        if old_part or built:
+        if old_part:  # nothing was unlinked when there is no old part: no packet can be in what retires
             _swap.wait_for_running_programs()
+        if old_part or built:
             self._clear_unused_slots([old.slot for old in old_part if not old.lost])
         names = set(d.name for d in desired)
         for old in old_part:  # their slots were cleared with the unused ones

@@ -58,7 +58,7 @@ class Hook:
 
     def foreign_tcx(self, tiny, flags=0, relative=0):
         """Attach a program the way another tool would: its own TCX link, held by this test's fd."""
-        with _attach.in_netns(self.netns):
+        with _netlink.in_netns(self.netns):
             fd = _bpf.link_create(tiny.fd, self.ifindex, _attach._TCX_ATTACH[self.hook], flags, relative)
         self.links.append(fd)
         return fd

@@ -6,6 +6,7 @@ a linked chain; cls_bpf -> TCX -> cls_bpf under a flood without a lost packet.""
 
 import ctypes
 import glob
+import json
 import os
 import socket
 import sys
@@ -144,7 +145,7 @@ def test_foreign_tcx_program_keeps_its_place_and_sees_traffic_in_order(lab, plac
         ifindex = _netlink.link_index(ipr, lab.if_b, ns)
     ours_first = place in ('first', 'before')
     foreign = tinybpf.marker(0x4E01 if ours_first else 0, 0xF0F0, name='other_tool')
-    with _attach.in_netns(ns):
+    with _netlink.in_netns(ns):
         link = _bpf.link_create(foreign.fd, ifindex, _bpf.ATTACH_TCX_INGRESS, 0, 0)
     try:
         position = {'before': foreign.id, 'after': 'other_tool'}.get(place, place)
@@ -228,3 +229,38 @@ def test_foreign_xdp_program_fails_with_what_is_there(lab):
             assert _netlink.xdp_query(ipr, ifindex)[0] == other.id
     finally:
         other.close()
+
+
+def test_attach_paths_are_tried_once_per_boot_and_a_bad_record_is_tried_again(lab):
+    """A new chain with attach auto tries the kernel's paths in a throwaway namespace (about 0.1 s); the
+    answer is kept for the boot, used by the next new chain, and a damaged or stale one is ignored."""
+    cache = _attach.PATHS_CACHE
+    saved = open(cache).read() if os.path.exists(cache) else None
+    try:
+        if saved is not None:
+            os.unlink(cache)
+        chain(lab, 'ingress', 'tc', [probe('a')])
+        kept = json.loads(open(cache).read())
+        assert kept['boot_id'] == open('/proc/sys/kernel/random/boot_id').read().strip()
+        assert kept['have'] == {'xdp-netlink': True, 'xdp-link': True, 'tc-cls_bpf': True, 'tcx': True}, kept
+        assert oct(os.stat(cache).st_mode & 0o777) == '0o600'
+        chain(lab, 'ingress', 'tc', [])
+
+        # the record is what the next new chain goes by: one that says "no TCX" gets cls_bpf
+        with open(cache, 'w') as f:
+            json.dump(dict(kept, have=dict(kept['have'], tcx=False)), f)
+        assert chain(lab, 'ingress', 'tc', [probe('a')])['chain']['attach']['attach_path'] == 'tc-cls_bpf'
+        chain(lab, 'ingress', 'tc', [])
+
+        # another boot's record, or a damaged one, is tried again and replaced
+        for bad in (json.dumps(dict(kept, boot_id='0' * 36, have=dict(kept['have'], tcx=False))), '{not json',
+                    json.dumps(dict(kept, have={'tcx': 'yes'}))):
+            with open(cache, 'w') as f:
+                f.write(bad)
+            assert chain(lab, 'ingress', 'tc', [probe('a')])['chain']['attach']['attach_path'] == 'tcx'
+            assert json.loads(open(cache).read())['have'] == kept['have']
+            chain(lab, 'ingress', 'tc', [])
+    finally:
+        if saved is not None:
+            with open(cache, 'w') as f:
+                f.write(saved)

@@ -293,6 +293,28 @@ def test_shipped_images_are_in_step_with_bpf(probe):
             image.map_relocs, image.slot_relocs, image.metrics, image.config_maps, image.prog_type)
 
 
+# netprobe.h keeps bcc from parsing the kernel's internal <linux/socket.h> (half of a probe's compile time,
+# docs/benchmarks.md), yet a probe that includes it after netprobe.h still gets it.
+USES_MSGHDR = r'''
+#include "netprobe.h"
+%s
+NP_PROBE(ctx)
+{
+    return sizeof(struct msghdr) > 0 ? NP_PASS : NP_DROP;
+}
+'''
+
+
+def test_netprobe_h_leaves_the_kernels_internal_socket_header_out_until_a_probe_asks_for_it():
+    files = bpf_files()
+    _compile.prepare_headers()
+    alone = USES_MSGHDR % ''
+    with pytest.raises(_compile.NetprobeError, match='msghdr'):
+        _compile.build_image('alone', alone, [], 'xdp', files, _compile.spec_hash(alone, [], 'xdp', files))
+    asked = USES_MSGHDR % '#include <linux/socket.h>'
+    image = _compile.build_image('asked', asked, [], 'xdp', files, _compile.spec_hash(asked, [], 'xdp', files))
+    assert image.insns
+
 # --- damaged images are refused ----------------------------------------------------------------
 
 
