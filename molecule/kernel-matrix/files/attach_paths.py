@@ -60,7 +60,7 @@ def lab_down():
 
 
 def sock_in(ns):
-    with _attach.in_netns(_netlink.Netns(ns)):
+    with _netlink.in_netns(_netlink.Netns(ns)):
         return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
 
@@ -112,7 +112,7 @@ def check_path(path, netns, ipr, ifindex):
     try:
         if path == _attach.TCX:  # a foreign TCX program attached first, ours declared first: it runs after us
             foreign = tinybpf.marker(0x4E01, 0xF0, name='foreign')
-            with _attach.in_netns(netns):
+            with _netlink.in_netns(netns):
                 foreign_link = _bpf.link_create(foreign.fd, ifindex, _bpf.ATTACH_TCX_INGRESS, 0, 0)
         a.attach(heads[0].fd)
         send(20)
