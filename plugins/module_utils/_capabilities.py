@@ -15,7 +15,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ctypes
-import ctypes.util
 import errno
 import json
 import os
@@ -173,7 +172,7 @@ def probe_attachments():
         code = 0
         try:
             os.close(read_end)
-            libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+            libc = _bpf.libc()
             if libc.unshare(CLONE_NEWNET) != 0:
                 raise OSError(ctypes.get_errno(), 'unshare(CLONE_NEWNET): %s' % os.strerror(ctypes.get_errno()))
             payload = json.dumps(_attach_tests())

@@ -18,9 +18,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ctypes
-import ctypes.util
 import os
 
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 from ansible_collections.netprobe.ebpf.plugins.module_utils._state import HostLock, makedirs_private
 
@@ -34,10 +34,6 @@ LOCK = os.path.join(STATE_DIR, 'lock')
 def mounted():
     with open('/proc/self/mounts') as f:
         return any(line.split()[1:3] == [TRACEFS, 'tracefs'] for line in f)
-
-
-def _libc():
-    return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
 
 
 def _alive(pid):
@@ -72,7 +68,7 @@ def _umount_if_ours(exclude=None):
     """Unmount tracefs when we mounted it and no live run uses it. True when it was unmounted."""
     if not os.path.exists(MARK) or _live_users(exclude):
         return False
-    if mounted() and _libc().umount2(TRACEFS.encode(), 0) != 0:
+    if mounted() and _bpf.libc().umount2(TRACEFS.encode(), 0) != 0:
         return False  # busy: a later run tries again
     os.unlink(MARK)
     return True
@@ -99,7 +95,7 @@ class Tracefs:
             self.record = os.path.join(USERS, str(os.getpid()))
             open(self.record, 'w').close()
             if not mounted():
-                if _libc().mount(b'nodev', TRACEFS.encode(), b'tracefs', 0, None) != 0:
+                if _bpf.libc().mount(b'nodev', TRACEFS.encode(), b'tracefs', 0, None) != 0:
                     err = ctypes.get_errno()
                     os.unlink(self.record)
                     raise NetprobeError('tracepoints need tracefs, and mounting it at %s failed: %s (run as root, '

@@ -13,7 +13,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import json
@@ -23,7 +22,7 @@ import shutil
 import stat
 import tempfile
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _limits
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _limits
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 BPFFS = '/sys/fs/bpf'
@@ -55,7 +54,7 @@ def ensure_bpffs():
     """Mount bpffs at /sys/fs/bpf when it is not. Returns True when this call mounted it."""
     if _is_bpffs(BPFFS):
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+    libc = _bpf.libc()
     if libc.mount(b'bpf', BPFFS.encode(), b'bpf', 0, None) != 0:
         err = ctypes.get_errno()
         raise NetprobeError('could not mount bpffs at %s: %s (pins need it; run as root, or mount it with '
@@ -201,7 +200,7 @@ _PROBLEMS = {}
 
 def load_state(path):
     """The metadata of a chain, or None when there is none. A file that is too large, not JSON or not
-    shaped like our metadata counts as none too, and its problem is kept for state_problems()."""
+    shaped like our metadata counts as none too, and its problem is kept for state_problem(path)."""
     _PROBLEMS.pop(path, None)
     try:
         data = _limits.read_bounded(path, _limits.MAX_STATE_FILE, 'metadata file')
@@ -231,11 +230,6 @@ def _state_shape(state):
         if key in state and not isinstance(state[key], str):
             return 'field %s is not a string' % key
     return None
-
-
-def state_problems():
-    """(path, problem) of metadata files load_state could not use since the process started."""
-    return sorted(_PROBLEMS.items())
 
 
 def state_problem(path):

@@ -133,7 +133,7 @@ def test_corrupt_metadata_is_reported_not_a_traceback(tmp_path, content, problem
     path = tmp_path / 'chain.json'
     path.write_bytes(content)
     assert _state.load_state(str(path)) is None
-    assert any(p == str(path) and problem in why for p, why in _state.state_problems())
+    assert problem in _state.state_problem(str(path))
 
 
 def test_oversized_metadata_is_not_read(tmp_path):
@@ -141,7 +141,7 @@ def test_oversized_metadata_is_not_read(tmp_path):
     with open(str(path), 'wb') as f:
         f.truncate(_limits.MAX_STATE_FILE + 1)
     assert _state.load_state(str(path)) is None
-    assert any('limit' in why for p, why in _state.state_problems() if p == str(path))
+    assert 'limit' in _state.state_problem(str(path))
 
 
 def test_good_metadata_loads_and_clears_its_problem(tmp_path):
@@ -150,9 +150,9 @@ def test_good_metadata_loads_and_clears_its_problem(tmp_path):
     _state.load_state(str(path))
     path.write_text(json.dumps({'probes': [{'name': 'a', 'gen': 1, 'slot': 0}], 'interface': 'eth0'}))
     assert _state.load_state(str(path))['probes'][0]['name'] == 'a'
-    assert not [p for p, _why in _state.state_problems() if p == str(path)]
+    assert _state.state_problem(str(path)) is None
     assert _state.load_state(str(tmp_path / 'missing.json')) is None
-    assert not [p for p, _why in _state.state_problems() if p.endswith('missing.json')]
+    assert _state.state_problem(str(tmp_path / 'missing.json')) is None
 
 
 def test_netlink_errors_are_messages():
