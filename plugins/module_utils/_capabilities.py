@@ -21,7 +21,9 @@ import os
 import platform
 import re
 import select
+import signal
 import struct
+import time
 
 from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _compile, _limits, _netlink, _state
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
@@ -184,26 +186,45 @@ def probe_attachments():
         finally:
             os._exit(code)
     os.close(write_end)
-    chunks = []
+    chunks, size, why = [], 0, None
+    deadline = time.monotonic() + PROBE_TIMEOUT
     try:
-        while True:
-            ready, _w, _x = select.select([read_end], [], [], PROBE_TIMEOUT)
+        while why is None:
+            ready, _w, _x = select.select([read_end], [], [], max(0, deadline - time.monotonic()))
             if not ready:
+                why = 'attach tests gave no answer within %d s (the trial was stopped)' % PROBE_TIMEOUT
                 break
             chunk = os.read(read_end, 65536)
             if not chunk:
                 break
             chunks.append(chunk)
-            if sum(len(c) for c in chunks) > _limits.MIB:  # our own child's answer is a few hundred bytes
-                break
+            size += len(chunk)
+            if size > _limits.MIB:  # our own child's answer is a few hundred bytes
+                why = 'attach tests answered more than 1 MiB (the trial was stopped)'
     finally:
         os.close(read_end)
-        os.waitpid(pid, 0)
+        if why is not None:  # a child stuck in a lock or in the kernel must not hold this run
+            _stop_child(pid)
+        else:
+            os.waitpid(pid, 0)
+    if why is not None:
+        return {}, {'attach': why}
     try:
         found, errors = json.loads(b''.join(chunks).decode())
     except ValueError:
         return {}, {'attach': 'attach tests gave no answer'}
     return found, errors
+
+
+def _stop_child(pid, grace=5.0):
+    """SIGKILL and reap the child; one stuck in uninterruptible sleep is left to init after `grace` s."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    deadline = time.monotonic() + grace
+    while os.waitpid(pid, os.WNOHANG) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def builds(bcc, headers):

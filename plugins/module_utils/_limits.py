@@ -29,6 +29,7 @@ MAX_LIST = 1024             # entries of a filter list (interfaces, probes, netn
 MAX_NAME = 255              # characters of a filter entry or a name
 MAX_STATE_FILE = 8 * MIB    # a chain's metadata JSON under /run/netprobe
 MAX_PROC_READ = 64 * 1024   # a /proc or /sys file the engine reads
+LOCK_WAIT = 300             # seconds a run waits for another run's host lock
 
 
 def _size(n):

@@ -21,6 +21,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 
 from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _limits
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
@@ -72,22 +73,56 @@ def bpffs_mounted():
 
 
 class HostLock:
-    """Exclusive flock serialising every netprobe writer on one host."""
+    """Exclusive flock serialising every netprobe writer on one host. A run waits at most `timeout`
+    seconds for the holder (its pid is written into the lock file) and then fails naming it: a hung
+    run elsewhere must not hang this one too."""
 
-    def __init__(self, path=LOCK_FILE):
+    def __init__(self, path=LOCK_FILE, timeout=_limits.LOCK_WAIT):
         self.path = path
+        self.timeout = timeout
         self.fd = None
 
     def __enter__(self):
         makedirs_private(os.path.dirname(self.path))
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    self._close()
+                    raise
+            if time.monotonic() >= deadline:
+                holder = self._holder()
+                self._close()
+                raise NetprobeError('another netprobe run (%s) holds %s; this run waited %d s for it, the longest '
+                                    'it waits: wait until that run ends, or stop it if it hangs; nothing was changed'
+                                    % (holder, self.path, self.timeout))
+            time.sleep(0.05)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, ('%d\n' % os.getpid()).encode(), 0)
         return self
+
+    def _holder(self):
+        try:
+            pid = int(os.pread(self.fd, 32, 0).split()[0])
+        except (OSError, ValueError, IndexError):
+            return 'pid unknown'
+        try:
+            cmd = _limits.read_proc('/proc/%d/cmdline' % pid, 4096).replace('\0', ' ').strip()
+        except (NetprobeError, OSError):
+            cmd = ''
+        return 'pid %d%s' % (pid, ': ' + cmd[:160] if cmd else '')
+
+    def _close(self):
+        os.close(self.fd)
+        self.fd = None
 
     def __exit__(self, *exc):
         fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
-        self.fd = None
+        self._close()
 
 
 class ChainPaths:

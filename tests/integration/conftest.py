@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 
 import pytest
@@ -6,6 +7,16 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lab import Lab  # noqa: E402
+
+
+def _stop(signum, _frame):
+    raise KeyboardInterrupt('signal %d' % signum)
+
+
+def pytest_configure(config):
+    # a run ended by SIGTERM (timeout(1), CI) tears down as after Ctrl-C: fixtures still remove their
+    # namespaces, pins and programs
+    signal.signal(signal.SIGTERM, _stop)
 
 
 @pytest.fixture

@@ -308,6 +308,38 @@ def test_pins_removed_by_hand_are_rebuilt(lab):
     assert udp_count(lab, 'xdp', 'ingress', 'b') == 3
 
 
+def test_a_chain_from_metadata_version_1_runs_on_and_moves_to_numbered_copies_when_edited(lab):
+    probes = [dict(COUNTER, name='a'), dict(COUNTER, name='b')]
+    ids = prog_ids(chain(lab, 'xdp', 'ingress', probes))
+    # what version 1 left: each probe's program pinned inside its map set (g<gen>/prog), no copy numbers
+    chain_dir = os.path.join(PIN_ROOT, str(lab.netns_inode(lab.ns_b)), lab.if_b, 'xdp-ingress')
+    meta = os.path.join(RUN_ROOT, 'chains', str(lab.netns_inode(lab.ns_b)), lab.if_b, 'xdp-ingress.json')
+    old = state(lab, 'xdp', 'ingress')
+    for rec in old['probes']:
+        os.rename(os.path.join(chain_dir, rec['name'], 'p%d' % rec.pop('copy')),
+                  os.path.join(chain_dir, rec['name'], 'g%d' % rec['gen'], 'prog'))
+    old['version'] = 1
+    with open(meta, 'w') as f:
+        json.dump(old, f)
+
+    again = chain(lab, 'xdp', 'ingress', probes)
+    assert again['changed'] is False and again['drift'] == [] and prog_ids(again) == ids
+    assert traffic(lab, 'ingress', 3) == 3 and udp_count(lab, 'xdp', 'ingress', 'b') == 3
+
+    edited = chain(lab, 'xdp', 'ingress', [dict(COUNTER, name='a', cflags=['-DNP_TEST_EDIT=1']), dict(COUNTER, name='b')])
+    assert edited['changed'] and edited['drift'] == [] and prog_ids(edited)['b'] == ids['b']
+    recs = dict((r['name'], r) for r in state(lab, 'xdp', 'ingress')['probes'])
+    assert state(lab, 'xdp', 'ingress')['version'] == 2 and recs['a']['copy'] == 1 and recs['b']['copy'] == 0
+    assert os.path.exists(os.path.join(chain_dir, 'a', 'p1'))
+    assert not os.path.exists(os.path.join(chain_dir, 'a', 'g%d' % recs['a']['gen'], 'prog'))
+    assert os.path.exists(os.path.join(chain_dir, 'b', 'g%d' % recs['b']['gen'], 'prog'))  # untouched, still v1's
+    assert traffic(lab, 'ingress', 3) == 3 and udp_count(lab, 'xdp', 'ingress', 'b') == 6
+    assert chain(lab, 'xdp', 'ingress', [dict(COUNTER, name='a', cflags=['-DNP_TEST_EDIT=1']),
+                                         dict(COUNTER, name='b')])['changed'] is False
+    run_module('ebpf_chain', dict(target(lab, 'xdp', 'ingress'), state='absent'))
+    assert not os.path.exists(chain_dir) and not os.path.exists(meta)
+
+
 FOREIGN_PRELUDE = '''
 import sys
 sys.path.insert(0, sys.argv[3])

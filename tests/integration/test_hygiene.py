@@ -1,4 +1,5 @@
-"""`make test` writes nothing outside the checkout and /tmp (issue 12 items 2 and 5).
+"""`make test` writes nothing outside the checkout and /tmp (issue 12 items 2 and 5), and a test run
+stopped by SIGTERM still removes what its lab made.
 
 The tools `make test` runs (ansible, ansible-lint, molecule through ansible-compat, pip, ansible-test)
 would write ~/.ansible (tmp, collections: a copy of this collection that a later run or another
@@ -8,7 +9,10 @@ still empty.
 """
 
 import os
+import signal
 import subprocess
+import sys
+import time
 
 from lab import REPO
 
@@ -47,3 +51,33 @@ def test_lint_and_ansible_leave_home_untouched(tmp_path):
     adhoc = make(home, 'adhoc-check')
     assert adhoc.returncode == 0, adhoc.stdout[-2000:] + adhoc.stderr[-2000:]
     assert listing(home) == [], 'make wrote into HOME: %s' % listing(home)[:20]
+
+
+def netprobe_namespaces():
+    listed = subprocess.run(['ip', 'netns', 'list'], capture_output=True, text=True, check=True).stdout
+    return set(n.split()[0] for n in listed.splitlines() if n.startswith('npt-'))
+
+
+def test_a_test_run_stopped_by_sigterm_still_removes_its_lab():
+    before = netprobe_namespaces()
+    run = subprocess.Popen([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                            os.path.join(REPO, 'tests/integration/test_chain.py'), '-k', 'three_probes'],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not netprobe_namespaces() - before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ours = netprobe_namespaces() - before
+        assert ours, 'the run made no lab within 120 s'
+        time.sleep(1)  # inside a test, with chains attached in the lab
+        inodes = [str(os.stat('/run/netns/' + ns).st_ino) for ns in ours]
+        run.send_signal(signal.SIGTERM)
+        out, _err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert 'KeyboardInterrupt' in out, out[-2000:]
+    assert not netprobe_namespaces() & ours, 'left behind: %s' % (netprobe_namespaces() & ours)
+    left = [p for ino in inodes for p in ('/sys/fs/bpf/netprobe/' + ino, '/run/netprobe/chains/' + ino)
+            if os.path.exists(p)]
+    assert not left, left

@@ -7,6 +7,9 @@
 #
 #   KERNELS="5.10 6.1 6.12 7.x host"   subset to run (default: all of them)
 #   KM_FALLBACK_KERNELS="6.1" kernels converged without their exact headers (collection's fallback)
+#   KM_STAGE_LIMIT=900         seconds any one stage may take (a normal one takes 10-120 s under TCG);
+#                              a stage that hangs is stopped there, counted failed (rc 124) and its log's
+#                              last tasks are printed, so one hang cannot eat the run's time
 # Every kernel runs even when an earlier one failed; the exit status covers all of them.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -18,6 +21,36 @@ LOGS="$KM_CACHE/logs"; RESULTS="$KM_CACHE/results"
 mkdir -p "$LOGS" "$RESULTS"
 rm -f "$RESULTS"/*.json "$RESULTS"/*.stages
 t_run=$(date +%s)
+KM_STAGE_LIMIT="${KM_STAGE_LIMIT:-900}"
+# every task of the matrix's playbooks ends within this (the longest, an apt install in converge, takes ~60 s)
+export ANSIBLE_TASK_TIMEOUT="${ANSIBLE_TASK_TIMEOUT:-600}"
+
+bounded() {  # a stage's command, stopped (its whole process group) after KM_STAGE_LIMIT seconds
+  timeout -k 30 "$KM_STAGE_LIMIT" "$@"
+}
+show_failure() {  # $1 column, $2 stage, $3 rc, $4 log: where it stopped, for whoever reads only stderr
+  local what="failed" console="$LOGS/$1.console"
+  [ "$3" -eq 124 ] && what="did not finish within ${KM_STAGE_LIMIT} s and was stopped"
+  log "$1 $2 $what (rc=$3); the end of $4:"
+  sed -e 's/\x1b\[[0-9;]*m//g' "$4" | grep -v '^[[:space:]]*│\?[[:space:]]*$' | tail -n 25 | sed 's/^/    /' >&2
+  if [ -s "$console" ] && grep -Eq 'Oops|BUG:|Kernel panic|Call Trace' "$console"; then
+    log "$1: the guest's kernel reported a fault on its console ($console):"
+    grep -E -A30 'Oops|BUG:' "$console" | head -n 40 | sed 's/^/    /' >&2
+  fi
+}
+# The guest's serial console (a pty of the domain) copied into logs/<kernel>.console while the VM runs:
+# kernel oopses and panics are printed there, and nowhere else once the guest is dead.
+console_start() {
+  local pty
+  pty="$(virsh -q -c qemu:///system ttyconsole "kmx-$KNAME" 2>/dev/null)" || return 0
+  [ -c "$pty" ] || return 0
+  cat "$pty" > "$LOGS/$KNAME.console" 2>/dev/null &
+  CONSOLE_PID=$!
+}
+console_stop() {
+  [ -n "${CONSOLE_PID:-}" ] && kill "$CONSOLE_PID" 2>/dev/null
+  CONSOLE_PID=
+}
 
 cleanup() {
   local rc=$?
@@ -33,6 +66,7 @@ cleanup() {
     ( cd "$KM_REPO" && ANSIBLE_CONFIG="$KM_REPO/ansible.cfg" ansible-playbook -i "$HOST_INV" molecule/kernel-matrix/teardown-host.yml ) \
       >>"$LOGS/teardown.log" 2>&1 || true
   fi
+  console_stop || true
   "$KM_TOOLS/libvirt-ns.sh" stop || true
   exit "$rc"
 }
@@ -69,15 +103,16 @@ host_stage() {  # $1 stage; same record format as molecule_stage
     teardown) playbook=teardown-host.yml ;;
   esac
   if [ "$stage" = idempotence ]; then
-    ( cd "$KM_REPO" && ANSIBLE_CONFIG="$KM_REPO/ansible.cfg" ansible-playbook -i "$HOST_INV" "molecule/kernel-matrix/$playbook" ) \
+    ( cd "$KM_REPO" && ANSIBLE_CONFIG="$KM_REPO/ansible.cfg" bounded ansible-playbook -i "$HOST_INV" "molecule/kernel-matrix/$playbook" ) \
       >"$LOGS/host.idempotence.out" 2>&1 || rc=$?
     cat "$LOGS/host.idempotence.out" >> "$LOGS/host.log"
     # like molecule's idempotence: the second converge changes nothing
     [ $rc -ne 0 ] || grep -Eq 'changed=0 ' "$LOGS/host.idempotence.out" || rc=1
   else
-    ( cd "$KM_REPO" && ANSIBLE_CONFIG="$KM_REPO/ansible.cfg" ansible-playbook -i "$HOST_INV" "molecule/kernel-matrix/$playbook" ) \
+    ( cd "$KM_REPO" && ANSIBLE_CONFIG="$KM_REPO/ansible.cfg" bounded ansible-playbook -i "$HOST_INV" "molecule/kernel-matrix/$playbook" ) \
       >>"$LOGS/host.log" 2>&1 || rc=$?
   fi
+  [ $rc -eq 0 ] || show_failure host "$stage" "$rc" "$LOGS/host.log"
   echo "$stage $rc $(( $(date +%s) - t0 ))" >> "$RESULTS/host.stages"
   log "host $stage: rc=$rc $(( $(date +%s) - t0 )) s"
   return $rc
@@ -135,7 +170,8 @@ fi
 molecule_stage() {  # $1 stage; records "stage rc seconds" for the table
   local stage=$1 t0 rc=0
   t0=$(date +%s)
-  ( cd "$KM_REPO" && ip netns exec "$KM_NETNS" molecule "$stage" -s kernel-matrix ) >>"$LOGS/$KNAME.log" 2>&1 || rc=$?
+  ( cd "$KM_REPO" && bounded ip netns exec "$KM_NETNS" molecule "$stage" -s kernel-matrix ) >>"$LOGS/$KNAME.log" 2>&1 || rc=$?
+  [ $rc -eq 0 ] || show_failure "$KNAME" "$stage" "$rc" "$LOGS/$KNAME.log"
   echo "$stage $rc $(( $(date +%s) - t0 ))" >> "$RESULTS/$KNAME.stages"
   log "$KNAME $stage: rc=$rc $(( $(date +%s) - t0 )) s"
   return $rc
@@ -150,11 +186,14 @@ for k in $VM_KERNELS; do
   : > "$LOGS/$KNAME.log"
   log "kernel $k ($KERNEL, headers $KM_HEADERS)"
   t0=$(date +%s)
+  : > "$LOGS/$KNAME.console"
   if molecule_stage create; then
+    console_start
     if molecule_stage converge; then molecule_stage idempotence || true; fi
     molecule_stage verify || true
   fi
   molecule_stage destroy || true
+  console_stop
   echo "cycle 0 $(( $(date +%s) - t0 ))" >> "$RESULTS/$KNAME.stages"
 done
 unset KNAME

@@ -4,11 +4,14 @@ import errno
 import json
 import os
 import stat
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _limits, _module, _netlink, _state
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _capabilities, _limits, _module, _netlink, _state
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 
@@ -173,3 +176,35 @@ def test_makedirs_private_tightens_our_directories_left_0755_by_an_older_version
     for d in (root, root / '1234', old, old / 'xdp-ingress'):
         assert stat.S_IMODE(os.stat(str(d)).st_mode) == 0o700, d
     assert stat.S_IMODE(os.stat(str(tmp_path)).st_mode) != 0o700  # not ours: left alone
+
+
+def test_a_run_waits_for_the_host_lock_only_so_long_and_names_the_holder(tmp_path):
+    lock = str(tmp_path / 'lock')
+    with _state.HostLock(lock):
+        holder_pid = os.getpid()
+        waiter = subprocess.run(
+            [sys.executable, '-c', 'import sys; from ansible_collections.netprobe.ebpf.plugins.module_utils import _state\n'
+             'try:\n    _state.HostLock(sys.argv[1], timeout=0.3).__enter__()\n'
+             'except Exception as e:\n    print(e.msg); sys.exit(3)', lock],
+            capture_output=True, text=True, timeout=30, check=False, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        assert waiter.returncode == 3, waiter.stderr
+        assert 'pid %d' % holder_pid in waiter.stdout and 'holds %s; this run waited 0 s' % lock in waiter.stdout
+        assert 'nothing was changed' in waiter.stdout
+    started = time.monotonic()
+    with _state.HostLock(lock, timeout=5):  # released: taken at once
+        assert time.monotonic() - started < 1
+
+
+def test_a_hung_attach_trial_is_stopped_and_reaped(monkeypatch):
+    monkeypatch.setattr(_capabilities, 'PROBE_TIMEOUT', 1)
+    monkeypatch.setattr(_capabilities, '_attach_tests', lambda: time.sleep(3600))
+    monkeypatch.setattr(_netlink, 'PYROUTE2_IMPORT_ERROR', None)  # the trial itself is replaced
+    answer = []
+    trial = threading.Thread(target=lambda: answer.append(_capabilities.probe_attachments()), daemon=True)
+    trial.start()
+    trial.join(20)  # before the fix it waited for the child for ever
+    assert not trial.is_alive() and answer, 'probe_attachments still waits for its child'
+    found, errors = answer[0]
+    assert found == {} and 'no answer within 1 s' in errors['attach']
+    with pytest.raises(ChildProcessError):  # the child was reaped, no zombie left
+        os.waitpid(-1, os.WNOHANG)
