@@ -15,8 +15,10 @@ def _stop(signum, _frame):
 
 def pytest_configure(config):
     # a run ended by SIGTERM (timeout(1), CI) tears down as after Ctrl-C: fixtures still remove their
-    # namespaces, pins and programs
+    # namespaces, pins and programs. Only in this process: a fork of it (pyroute2's netns helper, which
+    # is ended with SIGTERM; the engine's attach trial) must not unwind the test session it copied.
     signal.signal(signal.SIGTERM, _stop)
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
 
 
 @pytest.fixture
