@@ -32,10 +32,11 @@ show_failure() {  # $1 column, $2 stage, $3 rc, $4 log: where it stopped, for wh
   local what="failed" console="$LOGS/$1.console"
   [ "$3" -eq 124 ] && what="did not finish within ${KM_STAGE_LIMIT} s and was stopped"
   log "$1 $2 $what (rc=$3); the end of $4:"
-  sed -e 's/\x1b\[[0-9;]*m//g' "$4" | grep -v '^[[:space:]]*│\?[[:space:]]*$' | tail -n 25 | sed 's/^/    /' >&2
+  # diagnostics only: nothing here may end the run (set -e, pipefail and head's SIGPIPE)
+  sed -e 's/\x1b\[[0-9;]*m//g' "$4" | grep -v '^[[:space:]]*│\?[[:space:]]*$' | tail -n 25 | sed 's/^/    /' >&2 || true
   if [ -s "$console" ] && grep -Eq 'Oops|BUG:|Kernel panic|Call Trace' "$console"; then
     log "$1: the guest's kernel reported a fault on its console ($console):"
-    grep -E -A30 'Oops|BUG:' "$console" | head -n 40 | sed 's/^/    /' >&2
+    grep -E -A30 'Oops|BUG:' "$console" | head -n 40 | sed 's/^/    /' >&2 || true
   fi
 }
 # The guest's serial console (a pty of the domain) copied into logs/<kernel>.console while the VM runs:
@@ -47,8 +48,11 @@ console_start() {
   cat "$pty" > "$LOGS/$KNAME.console" 2>/dev/null &
   CONSOLE_PID=$!
 }
-console_stop() {
-  [ -n "${CONSOLE_PID:-}" ] && kill "$CONSOLE_PID" 2>/dev/null
+console_stop() {  # the copy usually ended already, with the VM (its pty closed)
+  if [ -n "${CONSOLE_PID:-}" ]; then
+    kill "$CONSOLE_PID" 2>/dev/null || true
+    wait "$CONSOLE_PID" 2>/dev/null || true
+  fi
   CONSOLE_PID=
 }
 
