@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 
-from lab import BIN, REPO, ansible_env
+from lab import BIN, REPO, ansible_env, run_tree
 
 
 class Fleet:
@@ -55,8 +55,7 @@ class Fleet:
             cmd += ['--limit', limit]
         if forks:
             cmd += ['--forks', str(forks)]
-        proc = subprocess.run(cmd, cwd=REPO, env=dict(ansible_env(), **(env or {})), capture_output=True, text=True,
-                              check=False)
+        proc = run_tree(cmd, cwd=REPO, env=dict(ansible_env(), **(env or {})))
         recap = {}
         for line in proc.stdout.split('PLAY RECAP')[-1].splitlines():
             if ' : ' in line and 'ok=' in line:
@@ -71,7 +70,7 @@ class Fleet:
         """`ansible <pattern> -m netprobe.ebpf.<module>` over ssh; {host: result}."""
         cmd = [os.path.join(BIN, 'ansible'), '-i', self.inventory, pattern, '-m', 'netprobe.ebpf.' + module,
                '-a', json.dumps(args)] + (['--check'] if check else [])
-        proc = subprocess.run(cmd, cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=False)
+        proc = run_tree(cmd, cwd=REPO, env=ansible_env())
         out, decoder = {}, json.JSONDecoder()
         for m in re.finditer(r'^(h\d+) \| (\w+)!? => ', proc.stdout, re.M):
             out[m.group(1)] = dict(decoder.raw_decode(proc.stdout[m.end():])[0], _status=m.group(2))

@@ -17,6 +17,8 @@ import time
 
 from pyroute2.netns import create_socket
 
+from procwatch import kill_tree
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)  # ansible of the same venv as pytest
 PIN_ROOT = '/sys/fs/bpf/netprobe'
@@ -158,6 +160,29 @@ class Receiver:
 
 # --- Ansible ---------------------------------------------------------------------------------
 
+class ProcessTree(subprocess.Popen):
+    """A child whose kill() ends it and everything below it. Killing only ansible's CLI would leave its
+    worker (which detaches into a session of its own) and the module running on: a test stopped by an
+    error, Ctrl-C or SIGTERM would then remove its lab while the module still pins programs into it."""
+
+    def kill(self):
+        kill_tree(self.pid)
+        self.wait()
+
+
+def run_tree(cmd, stdin_text=None, **kwargs):
+    """subprocess.run(cmd, input=stdin_text, capture_output=True, text=True, **kwargs) in a ProcessTree,
+    which is killed if the caller stops."""
+    stdin = subprocess.DEVNULL if stdin_text is None else subprocess.PIPE
+    with ProcessTree(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as proc:
+        try:
+            out, err = proc.communicate(stdin_text)
+        except BaseException:
+            proc.kill()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def ansible_env():
     env = dict(os.environ)
     env.update(ANSIBLE_CONFIG=os.path.join(REPO, 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
@@ -192,15 +217,14 @@ def module_result(returncode, stdout, stderr):
 
 def run_module(module, args, check=False, diff=False, extra_vars=None):
     """Ad-hoc `ansible localhost -m netprobe.ebpf.<module> -a <json>`; returns the host's result dict."""
-    proc = subprocess.run(module_command(module, args, check, diff, extra_vars), cwd=REPO, env=ansible_env(),
-                          capture_output=True, text=True, check=False)
+    proc = run_tree(module_command(module, args, check, diff, extra_vars), cwd=REPO, env=ansible_env())
     return module_result(proc.returncode, proc.stdout, proc.stderr)
 
 
 def start_module(module, args, check=False):
     """The same, in the background: returns the Popen; module_result(p.returncode, *p.communicate())."""
-    return subprocess.Popen(module_command(module, args, check), cwd=REPO, env=ansible_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return ProcessTree(module_command(module, args, check), cwd=REPO, env=ansible_env(),
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def run_playbook(playbook, extra_vars=None, check=False, diff=False, inventory=None):
@@ -214,7 +238,7 @@ def run_playbook(playbook, extra_vars=None, check=False, diff=False, inventory=N
         cmd.append('--check')
     if diff:
         cmd.append('--diff')
-    proc = subprocess.run(cmd, cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=False)
+    proc = run_tree(cmd, cwd=REPO, env=ansible_env())
     recap = {}
     for line in proc.stdout.split('PLAY RECAP')[-1].splitlines():
         if ' : ' in line and 'ok=' in line:

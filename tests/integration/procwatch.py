@@ -1,8 +1,10 @@
 # -*- coding: utf-8 -*-
-"""Watch a process tree from /proc: peak RSS per kind of process (controller, module), module pids seen."""
+"""Process trees from /proc: peak RSS per kind of process (controller, module), module pids, killing a whole tree."""
 
 import os
+import signal
 import threading
+import time
 
 
 def _children_map():
@@ -37,6 +39,48 @@ def _read(pid, name, limit=65536):
             return f.read(limit)
     except OSError:
         return b''
+
+
+def kill_tree(root, drain=10):
+    """SIGKILL root and every process below it, and wait up to drain seconds until they are gone.
+    The tree is stopped top down first: a stopped process cannot fork, and its children stay its children
+    (a killed parent's would move to init, out of sight of the walk)."""
+    stopped = set()
+    for _pass in range(1000):
+        found = ({root} | descendants(root)) - stopped
+        if not found:
+            break
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+            stopped.add(pid)
+        time.sleep(0.005)  # a fork under way when the signal came shows up in the next walk
+    for pid in stopped:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + drain
+    while time.monotonic() < deadline and any(alive(pid) for pid in stopped - {root}):
+        time.sleep(0.01)
+
+
+def alive(pid):
+    """Not gone and not dead (a zombie its parent has not reaped yet)."""
+    state = _read(pid, 'stat').rsplit(b')', 1)[-1].split()[:1]
+    return state not in ([], [b'Z'], [b'X'])
+
+
+def module_pid(ansible_pid, module):
+    """The pid of the module `module` running below ansible_pid (pipelining off: it runs from its file), or None."""
+    for pid in descendants(ansible_pid):
+        argv = _read(pid, 'cmdline').split(b'\0')
+        # the module's python, not the shell that started it
+        if any(a.endswith(b'AnsiballZ_%s.py' % module.encode()) for a in argv) and b'python' in argv[0]:
+            return pid
+    return None
 
 
 def hwm_kib(pid):

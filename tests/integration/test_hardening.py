@@ -3,9 +3,8 @@
 import json
 import os
 import stat
-import subprocess
 
-from lab import BIN, PIN_ROOT, REPO, RUN_ROOT, ansible_env, run_module, sh
+from lab import BIN, PIN_ROOT, REPO, RUN_ROOT, ansible_env, run_tree, run_module, sh
 
 COUNTER = {'probe': 'counter'}
 
@@ -22,8 +21,7 @@ def playbook(tmp_path, tasks, names):
         {'ansible.builtin.copy': {'content': content, 'dest': str(out), 'mode': '0600'}}]}]
     path = tmp_path / 'play.yml'
     path.write_text(json.dumps(play))
-    proc = subprocess.run([os.path.join(BIN, 'ansible-playbook'), str(path)], cwd=REPO, env=ansible_env(),
-                          capture_output=True, text=True, check=False)
+    proc = run_tree([os.path.join(BIN, 'ansible-playbook'), str(path)], cwd=REPO, env=ansible_env())
     registered = json.loads(out.read_text()) if out.exists() else None
     return proc.returncode, proc.stdout + proc.stderr, registered
 

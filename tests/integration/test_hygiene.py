@@ -15,6 +15,7 @@ import sys
 import time
 
 from lab import REPO
+from procwatch import alive, module_pid
 
 
 def listing(home):
@@ -65,24 +66,25 @@ def test_a_test_run_stopped_by_sigterm_still_removes_its_lab():
                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = {}  # every lab namespace the run made -> its inode (pins and metadata are keyed by it)
     try:
-        # stop it 1 s after its first lab appeared: inside a test, with chains attached
-        deadline, stop_at = time.monotonic() + 120, None
-        while time.monotonic() < (stop_at or deadline):
+        # stop it while a module runs in its lab: the module, not only the test, must be gone before the
+        # lab is removed, or it pins programs into a lab that no longer exists
+        deadline, module = time.monotonic() + 120, None
+        while module is None and time.monotonic() < deadline:
             for ns in netprobe_namespaces() - before - set(seen):
                 try:
                     seen[ns] = str(os.stat('/run/netns/' + ns).st_ino)
                 except FileNotFoundError:
                     pass  # that lab is already gone again
-            if seen and stop_at is None:
-                stop_at = time.monotonic() + 1
-            time.sleep(0.05)
-        assert seen, 'the run made no lab within 120 s'
+            module = module_pid(run.pid, 'ebpf_chain') if seen else None
+            time.sleep(0.01)
+        assert module, 'the run started no module in a lab within 120 s'
         run.send_signal(signal.SIGTERM)
         out, _err = run.communicate(timeout=120)
     finally:
         if run.poll() is None:
             run.kill()
     assert 'KeyboardInterrupt' in out, out[-2000:]
+    assert not alive(module), 'the module outlived the test run'
     assert not netprobe_namespaces() - before, 'left behind: %s' % (netprobe_namespaces() - before)
     left = [p for ino in set(seen.values()) for p in ('/sys/fs/bpf/netprobe/' + ino, '/run/netprobe/chains/' + ino)
             if os.path.exists(p)]

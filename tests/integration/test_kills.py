@@ -20,7 +20,7 @@ import threading
 import time
 
 from lab import figure, BIN, PIN_ROOT, REPO, RUN_ROOT, ansible_env, run_module, sh
-from procwatch import descendants
+from procwatch import alive, module_pid
 
 KILLS = int(os.environ.get('NETPROBE_KILLS', '20'))
 MAX_TRIES = KILLS * 3
@@ -95,27 +95,6 @@ class Flood:
 
     def lost_between(self, t0, t1):
         return sum(1 for seq, t in enumerate(self.sent) if t0 <= t < t1 and seq not in self.got)
-
-
-def module_pid(ansible_pid, module):
-    for pid in descendants(ansible_pid):
-        try:
-            with open('/proc/%d/cmdline' % pid, 'rb') as f:
-                argv = f.read().split(b'\0')
-        except OSError:
-            continue
-        # the module's python, not the shell that started it
-        if any(a.endswith(b'AnsiballZ_%s.py' % module.encode()) for a in argv) and b'python' in argv[0]:
-            return pid
-    return None
-
-
-def alive(pid):
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            return f.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
-    except OSError:
-        return False
 
 
 def killed_run(args, rng, max_delay):

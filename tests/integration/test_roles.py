@@ -9,9 +9,8 @@ fail before anything on the host changes.
 import json
 import os
 import re
-import subprocess
 
-from lab import BIN, REPO, ansible_env, run_module, sh
+from lab import BIN, REPO, ansible_env, run_tree, run_module, sh
 
 DEPLOY = 'playbooks/deploy.yml'
 COUNTER = {'probe': 'counter'}
@@ -40,8 +39,8 @@ RESULT = re.compile(r'^(?:TASK \[(?:[^\]]*? : )?(?P<task>.*)\] \**$'
 
 def run_playbook(playbook, extra_vars):
     """ansible-playbook -v; returns (rc, {'tasks': [(task, [(status, result)])], 'stats': recap})."""
-    proc = subprocess.run([os.path.join(BIN, 'ansible-playbook'), '-v', playbook, '-e', json.dumps(extra_vars)],
-                          cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=False)
+    proc = run_tree([os.path.join(BIN, 'ansible-playbook'), '-v', playbook, '-e', json.dumps(extra_vars)],
+                     cwd=REPO, env=ansible_env())
     tasks, decoder = [], json.JSONDecoder()
     for m in RESULT.finditer(proc.stdout):
         if m.group('task') is not None:
