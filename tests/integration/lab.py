@@ -224,7 +224,7 @@ def run_module(module, args, check=False, diff=False, extra_vars=None):
 def start_module(module, args, check=False):
     """The same, in the background: returns the Popen; module_result(p.returncode, *p.communicate())."""
     return ProcessTree(module_command(module, args, check), cwd=REPO, env=ansible_env(),
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def run_playbook(playbook, extra_vars=None, check=False, diff=False, inventory=None):

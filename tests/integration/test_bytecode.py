@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from lab import PIN_ROOT, REPO, RUN_ROOT, run_tree, run_module, run_playbook, sh
+from lab import PIN_ROOT, REPO, RUN_ROOT, run_module, run_playbook, run_tree, sh
 from test_probes import receiver, sent_and_received, target
 
 sys.path.insert(0, os.path.join(REPO, '.cache', 'collections'))
@@ -174,8 +174,8 @@ def run_module_directly(args, python=None):
     """The module as a plain process, without its action plugin: its internal arguments are ours to craft."""
     env = dict(os.environ, PYTHONPATH=os.path.join(REPO, '.cache', 'collections'))
     proc = run_tree([python or os.path.join(os.path.dirname(sys.executable), 'python'), '-m',
-                      'ansible_collections.netprobe.ebpf.plugins.modules.ebpf_chain'],
-                     stdin_text=json.dumps({'ANSIBLE_MODULE_ARGS': args}), env=env, cwd=REPO)
+                     'ansible_collections.netprobe.ebpf.plugins.modules.ebpf_chain'],
+                    stdin_text=json.dumps({'ANSIBLE_MODULE_ARGS': args}), env=env, cwd=REPO)
     return json.loads(proc.stdout[proc.stdout.index('{'):])
 
 

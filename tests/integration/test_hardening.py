@@ -4,7 +4,7 @@ import json
 import os
 import stat
 
-from lab import BIN, PIN_ROOT, REPO, RUN_ROOT, ansible_env, run_tree, run_module, sh
+from lab import BIN, PIN_ROOT, REPO, RUN_ROOT, ansible_env, run_module, run_tree, sh
 
 COUNTER = {'probe': 'counter'}
 

@@ -10,7 +10,7 @@ import json
 import os
 import re
 
-from lab import BIN, REPO, ansible_env, run_tree, run_module, sh
+from lab import BIN, REPO, ansible_env, run_module, run_tree, sh
 
 DEPLOY = 'playbooks/deploy.yml'
 COUNTER = {'probe': 'counter'}
@@ -40,7 +40,7 @@ RESULT = re.compile(r'^(?:TASK \[(?:[^\]]*? : )?(?P<task>.*)\] \**$'
 def run_playbook(playbook, extra_vars):
     """ansible-playbook -v; returns (rc, {'tasks': [(task, [(status, result)])], 'stats': recap})."""
     proc = run_tree([os.path.join(BIN, 'ansible-playbook'), '-v', playbook, '-e', json.dumps(extra_vars)],
-                     cwd=REPO, env=ansible_env())
+                    cwd=REPO, env=ansible_env())
     tasks, decoder = [], json.JSONDecoder()
     for m in RESULT.finditer(proc.stdout):
         if m.group('task') is not None:
