@@ -161,25 +161,26 @@ class Receiver:
 # --- Ansible ---------------------------------------------------------------------------------
 
 class ProcessTree(subprocess.Popen):
-    """A child whose kill() ends it and everything below it. Killing only ansible's CLI would leave its
-    worker (which detaches into a session of its own) and the module running on: a test stopped by an
-    error, Ctrl-C or SIGTERM would then remove its lab while the module still pins programs into it."""
+    """A child whose kill() ends it and everything below it, as does leaving its `with` block by an
+    exception. Killing only ansible's CLI would leave its worker (which detaches into a session of its
+    own) and the module running on: a test stopped by an error, Ctrl-C or SIGTERM would then remove its
+    lab while the module still pins programs into it."""
 
     def kill(self):
         kill_tree(self.pid)
         self.wait()
 
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is not None:
+            self.kill()
+        return super().__exit__(exc_type, exc, traceback)
+
 
 def run_tree(cmd, stdin_text=None, **kwargs):
-    """subprocess.run(cmd, input=stdin_text, capture_output=True, text=True, **kwargs) in a ProcessTree,
-    which is killed if the caller stops."""
+    """subprocess.run(cmd, input=stdin_text, capture_output=True, text=True, **kwargs) in a ProcessTree."""
     stdin = subprocess.DEVNULL if stdin_text is None else subprocess.PIPE
     with ProcessTree(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as proc:
-        try:
-            out, err = proc.communicate(stdin_text)
-        except BaseException:
-            proc.kill()
-            raise
+        out, err = proc.communicate(stdin_text)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 

@@ -22,7 +22,7 @@ import subprocess
 import time
 from collections import Counter
 
-from lab import figure, BIN, REPO, ansible_env, run_module
+from lab import figure, BIN, REPO, ProcessTree, ansible_env, run_module
 from procwatch import TreeWatch
 
 COUNT = int(os.environ.get('NETPROBE_FUZZ_COUNT', '1000'))
@@ -294,9 +294,9 @@ def run_playbook_watched(play_dir, inventory):
         resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
 
     with open(os.path.join(play_dir, 'out.log'), 'w') as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit)
-        with TreeWatch(proc.pid, interval=0.1) as watch:
-            rc = proc.wait()
+        with ProcessTree(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit) as proc:
+            with TreeWatch(proc.pid, interval=0.1) as watch:
+                rc = proc.wait()
     with open(os.path.join(play_dir, 'out.log')) as f:
         return rc, f.read(), watch.peak
 

@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 
-from lab import figure, BIN, PIN_ROOT, REPO, RUN_ROOT, ansible_env, run_module, sh
+from lab import figure, BIN, PIN_ROOT, REPO, RUN_ROOT, ProcessTree, ansible_env, run_module, sh
 from procwatch import alive, module_pid
 
 KILLS = int(os.environ.get('NETPROBE_KILLS', '20'))
@@ -102,23 +102,23 @@ def killed_run(args, rng, max_delay):
     cmd = [os.path.join(BIN, 'ansible'), 'localhost', '-m', 'netprobe.ebpf.ebpf_chain', '-a', json.dumps(args)]
     env = ansible_env()
     env['ANSIBLE_PIPELINING'] = 'false'  # the module runs as a file named AnsiballZ_ebpf_chain.py: findable
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    landed = False
-    deadline = time.time() + 60
-    pid = None
-    while pid is None and proc.poll() is None and time.time() < deadline:
-        pid = module_pid(proc.pid, 'ebpf_chain')
-        if pid is None:
-            time.sleep(0.005)
-    if pid is not None:
-        time.sleep(rng.uniform(0, max_delay))
-        if alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-                landed = True
-            except ProcessLookupError:
-                pass
-    out = proc.communicate()[0].decode(errors='replace')
+    with ProcessTree(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        landed = False
+        deadline = time.time() + 60
+        pid = None
+        while pid is None and proc.poll() is None and time.time() < deadline:
+            pid = module_pid(proc.pid, 'ebpf_chain')
+            if pid is None:
+                time.sleep(0.005)
+        if pid is not None:
+            time.sleep(rng.uniform(0, max_delay))
+            if alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    landed = True
+                except ProcessLookupError:
+                    pass
+        out = proc.communicate()[0].decode(errors='replace')
     status = out.split('=>', 1)[0]
     if 'SUCCESS' in status or 'CHANGED' in status:
         landed = False  # it had written its result: the kill hit the exit path
