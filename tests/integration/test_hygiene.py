@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from lab import REPO
+from lab import REPO, ProcessTree
 from procwatch import alive, module_pid
 
 
@@ -61,9 +61,11 @@ def netprobe_namespaces():
 
 def test_a_test_run_stopped_by_sigterm_still_removes_its_lab():
     before = netprobe_namespaces()
-    run = subprocess.Popen([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
-                            os.path.join(REPO, 'tests/integration/test_chain.py'), '-k', 'three_probes'],
-                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # pipelining off: the module runs from its AnsiballZ file, which is how module_pid finds it
+    run = ProcessTree([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                       os.path.join(REPO, 'tests/integration/test_chain.py'), '-k', 'three_probes'],
+                      cwd=REPO, env=dict(os.environ, ANSIBLE_PIPELINING='false'),
+                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = {}  # every lab namespace the run made -> its inode (pins and metadata are keyed by it)
     try:
         # stop it while a module runs in its lab: the module, not only the test, must be gone before the
