@@ -10,12 +10,16 @@ namespace inode, interface, mode-hook) in /run/netprobe/history/<netns>/<interfa
 the chain anywhere: the source travels with it, so a rollback needs nothing from the controller.
 
 Rules (docs/rollout.md):
-- nothing is recorded when the chain was empty, when it already runs what is asked, when what it
-  runs is already the newest entry, or when what is asked is the newest entry (a rollback, or the
-  same thing by hand): no duplicates, and rolling back then forward again keeps one entry;
-- a rollback asks for the newest entry, so a second rollback changes nothing (idempotent);
-- a history is only good for the chain that exists now: a rollback of a chain with no probes fails, and
-  a new chain starts with no history (a file left by a namespace whose inode was reused is dropped);
+- a new chain records "nothing" (an entry with no probes): what it was before is no chain, so rolling
+  back a chain's first deployment removes it;
+- nothing is recorded when the chain already runs what is asked, when what it runs is already the
+  newest entry, or when what is asked is the newest entry (a rollback, or the same thing by hand): no
+  duplicates, and rolling back then forward again keeps one entry;
+- a rollback asks for the newest entry, so a second rollback changes nothing (idempotent); after a
+  rollback to "nothing" the chain is gone and its history says so;
+- a history is only good for the chain that exists now: a new chain starts its history afresh (a file
+  left by a namespace whose inode was reused is dropped), removing a chain (state: absent) drops its
+  history, and a rollback of a chain that does not exist fails unless its history says "nothing";
 - at most DEPTH entries and MAX_BYTES per chain: the oldest entries go first; a single spec larger
   than MAX_BYTES fails the change before anything is touched.
 """
@@ -66,6 +70,11 @@ class Entry:
 
     def same_spec(self, other):
         return other is not None and self.probes == other.probes
+
+    @property
+    def is_nothing(self):
+        """The entry of a chain that did not exist: a rollback to it removes the chain."""
+        return not self.probes
 
     def summary(self):
         """What modules return: enough to recognise the chain, without the sources."""
@@ -152,7 +161,8 @@ def _save(chain, history):
 
 
 def entry_of_live(chain):
-    """The spec the chain runs now, from the engine's records; None when the chain is empty."""
+    """The spec the chain runs now, from the engine's records: no probes when the chain is empty, None when
+    a record has lost its source (nothing that could be rebuilt)."""
     probes = []
     for rec in chain.live + list(getattr(chain, 'detached', [])):
         source = _get(rec, 'source')
@@ -160,8 +170,6 @@ def entry_of_live(chain):
             return None  # a record without its source cannot be rebuilt: nothing to return to
         probes.append(ProbeSpecRecord(_get(rec, 'name'), _get(rec, 'origin') or 'inline', source,
                                       tuple(_get(rec, 'cflags') or ()), _get(rec, 'config')))
-    if not probes:
-        return None
     return Entry(tuple(probes), chain.xdp_mode if chain.mode == 'xdp' else None, time.time())
 
 
@@ -180,13 +188,20 @@ def entry_of_desired(chain, desired):
 
 
 def record(chain, desired):
-    """Called before the engine changes the chain: keep what it runs now. Returns the newest entry."""
-    if not chain.live:
+    """Called before the engine changes the chain to `desired` (empty: removes it): keep what it runs now.
+    Returns the newest entry, None when the chain has no history left."""
+    if chain.live:
+        history = load(chain)
+    else:
         forget(chain)  # a new chain: a history left here belongs to a gone namespace whose inode was reused
-        return None
-    history = load(chain)
+        history = History(path_of(chain))
     current = entry_of_live(chain)
     wanted = entry_of_desired(chain, desired)
+    if wanted.is_nothing:
+        if wanted.same_spec(history.newest):
+            return history.newest  # a rollback of a first deployment: the history says the chain was nothing
+        forget(chain)  # the chain is removed: so is its rollback point
+        return None
     # a return to the newest entry (a rollback) keeps the history as it is
     if current is None or current.same_spec(wanted) or current.same_spec(history.newest) \
             or wanted.same_spec(history.newest):
@@ -203,15 +218,24 @@ def forget(chain):
         pass
 
 
+def rollback_point(chain):
+    """The newest entry when it is good for the chain there now (a chain that does not exist can only have
+    been "nothing"); else None."""
+    newest = load(chain).newest
+    return newest if newest is not None and (chain.live or newest.is_nothing) else None
+
+
 def previous(chain):
-    """The entry a rollback returns to; fails clearly when there is none (or the chain is gone)."""
-    newest = load(chain).newest if chain.live else None
-    if newest is None:
-        raise NetprobeError('no previous chain is recorded for %s in %s (%s-%s): netprobe records a chain before each '
-                            'change of its probes, and this one has not changed since it was created (or since a '
-                            'reboot, or its history was removed). Nothing was changed.'
-                            % (chain.interface, chain.netns.label, chain.mode, chain.hook))
-    return newest
+    """The entry a rollback returns to; fails clearly when there is none (or the chain is gone). An entry with
+    no probes ("nothing") means the rollback removes the chain, or, once it is gone, changes nothing."""
+    point = rollback_point(chain)
+    if point is not None:
+        return point
+    raise NetprobeError('no previous chain is recorded for %s in %s (%s-%s): netprobe records a chain when it is '
+                        'created and before each change of its probes, and %s. Nothing was changed.'
+                        % (chain.interface, chain.netns.label, chain.mode, chain.hook,
+                           'this one has not changed since it was created' if chain.live else
+                           'there is no chain here (it was removed, or never made since a reboot)'))
 
 
 def summary_of(entry):

@@ -121,20 +121,23 @@ def converge_locked(module, chain, desired_from):
         before = chain.diff_view(chain.live)
         if not desired and not chain.live and not chain.drift:
             return dict(changed=False, chain=chain.describe(), drift=[], notes=[],
+                        previous=_history.summary_of(_history.rollback_point(chain)),
                         diff=dict(before=before, after=before))
         plan = chain.plan(desired)
         changed = plan.changes
         predicted = chain.predicted(plan, desired)
         previous = None
         if changed and not module.check_mode:
+            previous = _history.record(chain, desired)  # what a rollback returns to
             if desired:
-                previous = _history.record(chain, desired)  # what a rollback returns to
                 chain.apply(desired, plan)
             else:
                 chain.destroy()
+        else:
+            previous = _history.rollback_point(chain)
         described = chain.describe(predicted if module.check_mode else None)
         return dict(changed=changed, chain=described, drift=chain.drift, notes=chain.notes,
-                    previous=_history.summary_of(previous or _history.load(chain).newest),
+                    previous=_history.summary_of(previous),
                     diff=dict(before=before, after=chain.diff_view(predicted)))
 
 

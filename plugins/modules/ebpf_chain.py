@@ -19,8 +19,9 @@ description:
     rejection fails the task with the chain untouched.
   - A run with the same input changes nothing and compiles nothing.
   - Before each change of its probes, the chain's current spec (every probe's code, flags and config) is
-    recorded on the host, per chain, under C(/run/netprobe/history); O(rollback=true) returns the chain to
-    the newest recorded spec. See C(docs/rollout.md) for a canary rollout that uses it.
+    recorded on the host, per chain, under C(/run/netprobe/history); a new chain records that there was
+    none. O(rollback=true) returns the chain to the newest recorded spec, and removes a chain whose only
+    record is that there was none. See C(docs/rollout.md) for a canary rollout that uses it.
 author:
   - netprobe.ebpf contributors (@netprobe)
 extends_documentation_fragment:
@@ -104,14 +105,20 @@ options:
         The desired chain is then exactly the recorded one, as with O(purge=true).
       - The same atomic edits as any other change; in check mode the planned chain is reported and nothing
         changes. A second rollback changes nothing (the chain already runs the recorded spec).
-      - Fails, changing nothing, when no previous spec is recorded (a chain that never changed since it was
-        created, or since a reboot).
+      - A chain created since the last reboot has a record even before it changed: there was no chain. Its
+        rollback removes the chain (the rollback of a canary's first deployment), and a second rollback
+        then changes nothing.
+      - Fails, changing nothing, when no previous spec is recorded (a chain that has not changed since a
+        reboot, whose history was removed, or that does not exist and had no previous spec).
       - Mutually exclusive with O(probes); needs O(state=present).
     type: bool
     default: false
 requirements:
-  - bcc Python bindings (python3-bpfcc)
-  - pyroute2 >= 0.9
+  - Python >= 3.9 and pyroute2 >= 0.9 on the target (the C(netprobe.ebpf.prereqs) role provides them)
+  - root on the target (C(become=true)) for bpf(2), netlink and bpffs
+  - Only for probes of your own compiled on the target (O(probes[].source), O(probes[].src)) - the bcc Python
+    bindings (python3-bpfcc) and kernel headers (any installed linux-headers package as a fallback).
+    Bundled probes, and images built elsewhere, load from bytecode and need neither.
 '''
 
 EXAMPLES = r'''
@@ -201,6 +208,7 @@ previous:
   description:
     - The spec a O(rollback=true) would return to (recorded before this run's change, or earlier);
       null when none is recorded. Sources are given by their hash.
+    - An empty O(previous.probes) list means the chain did not exist before: a rollback removes it.
   returned: success
   type: dict
   contains:

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: ebpf_gadget
 short_description: Run an eBPF gadget or a tracer of your own for a bounded time and return what it saw
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Loads a gadget (a small eBPF program and its reader), runs it for O(duration) seconds or until
     O(max_events) events, and returns typed records. Like Inspektor Gadget's gadgets and bcc's tools,

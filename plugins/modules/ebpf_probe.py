@@ -12,7 +12,8 @@ module: ebpf_probe
 short_description: Put one eBPF probe in a chain on an interface hook, or take it out
 version_added: 0.1.0
 description:
-  - Compiles a probe with bcc and places it in the ordered chain of probes on an interface's
+  - Builds a probe (a bundled one from its shipped bytecode, one of your own with bcc, once per host) and
+    places it in the ordered chain of probes on an interface's
     ingress or egress hook (XDP or TC). Each probe passes the packet on to the next one or ends it
     with its verdict.
   - A new probe is inserted at O(position), or before/after another probe, or at the tail.
@@ -59,9 +60,11 @@ options:
       - Place the probe right after this probe.
     type: str
 requirements:
-  - bcc Python bindings (python3-bpfcc)
-  - pyroute2 >= 0.9
-  - Linux kernel headers, or any installed linux-headers package as a fallback
+  - Python >= 3.9 and pyroute2 >= 0.9 on the target (the C(netprobe.ebpf.prereqs) role provides them)
+  - root on the target (C(become=true)) for bpf(2), netlink and bpffs
+  - Only for probes of your own compiled on the target (O(source), O(src)) - the bcc Python bindings
+    (python3-bpfcc) and kernel headers (any installed linux-headers package as a fallback). Bundled probes,
+    and images built elsewhere, load from bytecode and need neither.
 '''
 
 EXAMPLES = r'''

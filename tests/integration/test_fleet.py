@@ -16,8 +16,10 @@ import subprocess
 import time
 
 import pytest
+import yaml
 
 from fleet import Fleet
+from lab import BIN, REPO, ansible_env, run_tree
 
 HOSTS = int(os.environ.get('NETPROBE_FLEET_HOSTS', '4'))
 SEEN = {'name': 'seen', 'probe': 'counter'}
@@ -26,6 +28,8 @@ DROP_ICMP = {'name': 'no-icmp', 'source': '#include "netprobe.h"\nNP_PROBE(ctx)\
              '    np_parse(ctx, &pkt);\n    return pkt.l4_proto == IPPROTO_ICMP ? NP_DROP : NP_PASS;\n}\n'}
 GATE = {'wait': 2, 'moving': ['seen', 'passed'], 'drop_ratio': {'before': 'seen', 'after': 'passed', 'max': 0.05}}
 CHAIN_KEY = ('host', 'probe0', 'xdp', 'ingress')
+EGRESS_KEY = ('host', 'probe0', 'tc', 'egress')
+ROLLOUT_DOC = os.path.join(os.path.dirname(__file__), '..', '..', 'docs', 'rollout.md')
 
 
 def chain_of(netprobe, key=CHAIN_KEY):
@@ -41,8 +45,16 @@ def packets(netprobe, probe, key=CHAIN_KEY):
                for e in m['entries'])
 
 
-def probes_of(netprobe):
-    return [(p['name'], p['position'], p['prog_id']) for p in chain_of(netprobe)['probes']]
+def probes_of(netprobe, key=CHAIN_KEY):
+    return [(p['name'], p['position'], p['prog_id']) for p in chain_of(netprobe, key)['probes']]
+
+
+def rollout_doc_example():
+    """docs/rollout.md's "Example to copy": its variables file and the -e options of its command."""
+    text = open(ROLLOUT_DOC).read().split('## Example to copy', 1)[1]
+    variables = yaml.safe_load(re.search(r'```yaml\n(.*?)```', text, re.S).group(1))
+    command = re.search(r'```sh\n(.*?)```', text, re.S).group(1)
+    return variables, command
 
 
 def task_hosts(output, task):
@@ -138,14 +150,14 @@ def test_fleet_rollout_canary_fails_gate_and_rolls_back(fleet):
     assert probes_of(after[canary]) == probes_of(before[canary]) == [('seen', 0, probes_of(before[canary])[0][2])]
     assert chain_of(after[canary])['attached'] and not chain_of(after[canary])['drift']
     assert fleet.ping(canary, 5).returncode == 0
-    # nobody else was touched: same programs, nothing recorded in their histories
+    # nobody else was touched: same programs, their histories still say only that the chain was new
     for h in others:
         assert probes_of(after[h]) == probes_of(before[h]), h
     untouched = fleet.adhoc('fleet', 'ebpf_chain', {'interface': 'probe0', 'probes': [SEEN], 'purge': True}, check=True)
     for h in others:
-        assert untouched[h]['changed'] is False and untouched[h]['previous'] is None, h
-    refused = fleet.adhoc(others[0], 'ebpf_chain', {'interface': 'probe0', 'rollback': True})[others[0]]
-    assert refused['_status'] == 'FAILED' and 'no previous chain is recorded for probe0' in refused['msg']
+        assert untouched[h]['changed'] is False and untouched[h]['previous']['probes'] == [], h
+    would = fleet.adhoc(others[0], 'ebpf_chain', {'interface': 'probe0', 'rollback': True}, check=True)[others[0]]
+    assert would['changed'] is True and would['chain']['probes'] == [], would  # its rollback would remove it
     # the canary's rollback point is still the chain it returned to (a rollback records nothing)
     assert [p['name'] for p in untouched[canary]['previous']['probes']] == ['seen']
 
@@ -175,3 +187,119 @@ def test_fleet_rollout_passes_batch_by_batch(fleet):
     for h in fleet.hosts:
         assert back[h]['changed'] is True and [p['name'] for p in back[h]['chain']['probes']] == ['seen'], h
         assert back[h]['chain']['probes'][0]['prog_id'] == probes_of(after[h])[0][2]
+
+
+@pytest.mark.timeout(2400)
+def test_fleet_first_rollout_rolls_back_to_no_chain(fleet):
+    """A canary whose chain is its first on that hook fails the gate: the rollback removes the chain, the
+    rollout stops, and nobody else gets a chain."""
+    before = fleet.facts()
+    assert all(chain_of(before[h], EGRESS_KEY) is None for h in fleet.hosts)
+    canary, others = fleet.hosts[0], fleet.hosts[1:]
+    traffic = fleet.traffic()
+    try:
+        rc, recap, out = fleet.playbook('playbooks/rollout.yml', {
+            'rollout_chains': [{'interface': 'probe0', 'hook': 'egress', 'probes': [SEEN, DROP_ICMP, PASSED]}],
+            'rollout_gate': GATE, 'rollout_serial': [1]})
+        after = fleet.facts()
+    finally:
+        for p in traffic:
+            p.terminate()
+            p.wait()
+    assert rc != 0
+    assert 'health gate failed' in out and 'drop ratio 1.0 between seen and passed' in out, out[-4000:]
+    assert 'probe0 egress: removed, it was new); the rollout stops here' in out, out[-4000:]
+    assert sorted(recap) == [canary] and recap[canary]['rescued'] == 1, out[-4000:]
+    for h in fleet.hosts:
+        assert chain_of(after[h], EGRESS_KEY) is None, h          # the canary's is gone, the others never had one
+        assert probes_of(after[h]) == probes_of(before[h]), h     # the ingress chain was not touched
+    assert fleet.ping(canary, 5).returncode == 0
+    again = fleet.adhoc(canary, 'ebpf_chain', {'interface': 'probe0', 'hook': 'egress', 'rollback': True})[canary]
+    assert again['_status'] == 'SUCCESS' and again['changed'] is False and again['previous']['probes'] == [], again
+
+
+@pytest.mark.timeout(2400)
+def test_fleet_rollout_docs_example_runs_as_written(fleet):
+    """docs/rollout.md's example, as written but for the interface (the fleet lab probes probe0, the
+    example eth1) and the host group (the lab's is fleet, the example's web)."""
+    variables, command = rollout_doc_example()
+    assert '-e @new-chain.yml' in command and '-e rollout_hosts=web' in command
+    serial = json.loads(re.search(r"-e '(\{\"rollout_serial\".*?\})'", command).group(1))
+    for chain in variables['rollout_chains']:
+        assert chain['interface'] == 'eth1'
+        chain['interface'] = 'probe0'
+    traffic = fleet.traffic()
+    try:
+        rc, recap, out = fleet.playbook('playbooks/rollout.yml', dict(variables, rollout_hosts='fleet', **serial))
+        after = fleet.facts()
+    finally:
+        for p in traffic:
+            p.terminate()
+            p.wait()
+    assert rc == 0, out[-4000:]
+    assert out.count('health gate passed') >= 1 and 'health gate failed' not in out
+    rest = fleet.hosts[1:]
+    assert task_hosts(out, 'Apply the new chains') == [[fleet.hosts[0]], rest[:2]] + [
+        rest[i:i + 1] for i in range(2, len(rest))]
+    want = [p['name'] for p in variables['rollout_chains'][0]['probes']]
+    for h in fleet.hosts:
+        assert [p[0] for p in probes_of(after[h])] == want, h
+        ddos = [p for p in chain_of(after[h])['probes'] if p['name'] == 'ddos'][0]
+        assert ddos['config'] == {'auto_block': {'threshold_pps': 50000, 'hold_time': 60}}, h
+
+
+def galaxy(args, cwd, env):
+    proc = run_tree([os.path.join(BIN, 'ansible-galaxy')] + args, cwd=str(cwd), env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.timeout(900)
+def test_fleet_runs_the_collection_installed_from_its_artefact_and_from_git(fleet, tmp_path):
+    """README's "Install": build, install into an empty path from the file and from git through the docs'
+    collections/requirements.yml, then run a playbook by FQCN from a directory outside the checkout, with
+    none of the checkout's ansible.cfg."""
+    fleet.adhoc('fleet', 'ebpf_chain', {'interface': 'probe0', 'probes': [SEEN], 'purge': True})
+    project = tmp_path / 'project'
+    (project / 'collections').mkdir(parents=True)
+    env = dict(ansible_env(), ANSIBLE_HOME=str(tmp_path / 'ansible-home'))
+    env.pop('ANSIBLE_CONFIG')
+    env.pop('ANSIBLE_COLLECTIONS_PATH', None)
+    version = yaml.safe_load(open(os.path.join(REPO, 'galaxy.yml')))['version']
+    galaxy(['collection', 'build', REPO, '--output-path', str(project)], project, env)
+    assert (project / ('netprobe-ebpf-%s.tar.gz' % version)).is_file()
+
+    from_file = open(os.path.join(REPO, 'docs/install/requirements.yml')).read()  # as written
+    assert './netprobe-ebpf-%s.tar.gz' % version in from_file, 'docs/install/requirements.yml names another version'
+    (project / 'collections' / 'requirements.yml').write_text(from_file)
+    from_git = open(os.path.join(REPO, 'docs/install/requirements-git.yml')).read()
+    url = re.search(r'name: (\S+)', from_git).group(1)
+    (tmp_path / 'requirements-git.yml').write_text(from_git.replace(url, 'file://' + REPO).replace(
+        'version: main', 'version: HEAD'))  # the checkout's own git history stands in for the mirror
+
+    for paths, requirements in (('file', 'collections/requirements.yml'),
+                                ('git', str(tmp_path / 'requirements-git.yml'))):
+        target = tmp_path / paths
+        galaxy(['collection', 'install', '-r', requirements, '-p', str(target)], project, env)
+        manifest = json.loads((target / 'ansible_collections/netprobe/ebpf/MANIFEST.json').read_text())
+        assert manifest['collection_info']['version'] == version
+        run_env = dict(env, ANSIBLE_COLLECTIONS_PATH=str(target))
+        proc = run_tree([os.path.join(BIN, 'ansible-playbook'), '-i', fleet.inventory, 'netprobe.ebpf.gather'],
+                        cwd=str(project), env=run_env)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert 'chain probe0 in host, xdp-ingress:' in proc.stdout, proc.stdout[-3000:]
+        assert str(target) in run_tree([os.path.join(BIN, 'ansible-galaxy'), 'collection', 'list', 'netprobe.ebpf'],
+                                       cwd=str(project), env=run_env).stdout
+
+
+def test_execution_environment_dependencies_are_what_ansible_builder_finds(tmp_path):
+    """ansible-builder's introspection (what it puts in an EE) reads meta/execution-environment.yml."""
+    root = tmp_path / 'ansible_collections' / 'netprobe'
+    root.mkdir(parents=True)
+    os.symlink(REPO, str(root / 'ebpf'))
+    proc = run_tree([os.path.join(BIN, 'ansible-builder'), 'introspect', '--sanitize', str(tmp_path)],
+                    cwd=str(tmp_path), env=ansible_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = yaml.safe_load(proc.stdout)
+    assert any(line.startswith('matplotlib') for line in found['python']), found
+    assert 'openssh-client [platform:dpkg]' in ' '.join(found['system']), found

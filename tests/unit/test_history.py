@@ -44,10 +44,32 @@ def test_change_records_the_chain_before_it(root):
     assert _history.previous(c).probes[0].as_params() == {'name': 'a', 'source': 'src-a', 'cflags': [], 'config': None}
 
 
-def test_nothing_recorded_for_an_empty_chain_or_the_same_spec():
-    assert _history.record(chain(), [spec('a')]) is None
-    assert _history.record(chain('a'), [spec('a')]) is None
-    with pytest.raises(NetprobeError, match='no previous chain is recorded for eth0'):
+def test_a_new_chain_records_nothing_and_the_same_spec_records_no_more(root):
+    first = _history.record(chain(), [spec('a')])                  # first deployment: the chain was nothing
+    assert first.is_nothing and first.probes == ()
+    assert _history.previous(chain('a')).is_nothing               # a rollback removes the chain
+    assert _history.record(chain('a'), [spec('a')]).is_nothing   # unchanged: still the same single entry
+    assert len(_history.load(chain('a')).entries) == 1
+    assert _history.summary_of(first)['probes'] == []
+
+
+def test_rolling_back_a_first_deployment_removes_it_once(root):
+    _history.record(chain(), [spec('a')])
+    assert _history.record(chain('a'), []).is_nothing              # the rollback: history kept, says "nothing"
+    assert _history.previous(chain()).is_nothing                    # a second rollback: no-op, not a failure
+    assert _history.rollback_point(chain()).is_nothing
+
+
+def test_removing_a_chain_drops_its_history(root):
+    _history.record(chain('a'), [spec('b')])                       # a chain that ran a, now b
+    assert _history.record(chain('b'), []) is None                 # state: absent
+    assert not (root / '4026531840' / 'eth0' / 'xdp-ingress.json').exists()
+    with pytest.raises(NetprobeError, match='no previous chain is recorded for eth0.*there is no chain here'):
+        _history.previous(chain())
+
+
+def test_no_history_fails_clearly():
+    with pytest.raises(NetprobeError, match='no previous chain is recorded for eth0.*has not changed since it was'):
         _history.previous(chain('a'))
 
 
@@ -65,6 +87,7 @@ def test_rollback_records_nothing_and_repeats_as_a_no_op():
 def test_keep_entries_take_the_live_spec():
     c = chain('a', 'b')
     assert _history.record(c, [SimpleNamespace(name='a'), SimpleNamespace(name='b')]) is None
+    assert _history.load(c).entries == []
 
 
 def test_depth_is_bounded():
@@ -114,5 +137,5 @@ def test_history_of_a_gone_chain_is_not_used(root):
     _history.record(chain('a'), [spec('b')])
     with pytest.raises(NetprobeError, match='no previous chain'):
         _history.previous(chain())                                  # the chain has no probes now
-    assert _history.record(chain(), [spec('c')]) is None              # a new chain on a reused inode
-    assert not (root / '4026531840' / 'eth0' / 'xdp-ingress.json').exists()
+    assert _history.record(chain(), [spec('c')]).is_nothing          # a new chain on a reused inode
+    assert [e.probes for e in _history.load(chain('c')).entries] == [()]
