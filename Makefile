@@ -54,7 +54,7 @@ molecule: setup
 	molecule test -s default
 
 test: setup
-	pytest -q tests/unit tests/integration
+	pytest -q --durations=15 tests/unit tests/integration
 	$(MAKE) --no-print-directory sanity units lint molecule
 
 matrix: setup
