@@ -12,9 +12,10 @@
 #   - a network namespace npf<tag>-hNN holding an sshd on 198.19.<net>.<10+NN> (management link: a veth
 #     into the bridge npf<tag>br in the host namespace, which holds 198.19.<net>.1/24, the controller's side);
 #   - its own mount namespace (unshare --propagation private): sysfs of its network namespace, a bpffs of
-#     its own at /sys/fs/bpf and tmpfs at /run/netprobe, /var/lib/netprobe and /var/cache/netprobe, so pins,
-#     the engine's metadata and lock, the roles' records and the merged headers are per host, as on real
-#     machines (the rest of the file system, packages and the project venv included, is shared);
+#     its own at /sys/fs/bpf, and /run, /var/lib and /var/cache as overlays whose writes go to a tmpfs of its
+#     own, so pins, the engine's metadata and lock, the roles' records and the merged headers are per host
+#     and removable, as on real machines (the rest of the file system, packages, their database and the
+#     project venv included, is shared);
 #   - a veth pair to probe: probe0 (198.18.0.2) in the host, its peer eth0 (198.18.0.1) in npf<tag>-pNN,
 #     from which the controller sends traffic (static neighbours, no IPv6: counters see only that).
 # FLEET_DIR gets the ssh keys (client key and one host key per host), known_hosts, the sshd configs and
@@ -122,16 +123,31 @@ LogLevel ERROR
 Subsystem sftp /usr/lib/openssh/sftp-server
 EOF
   printf '%s.%d %s\n' "$NET" $((10 + i)) "$(cut -d' ' -f1,2 "$hdir/ssh_host_ed25519_key.pub")" >>"$FLEET_DIR/known_hosts"
+  mkdir -p "$hdir/state"
   # The private mount namespace drops its copies of /run/netns/* (they would keep other namespaces of
-  # this machine alive), then mounts what makes the host a machine of its own.
-  # shellcheck disable=SC2016  # the script is for the inner shell, $1 is its argument
+  # this machine alive), then mounts what makes the host a machine of its own: its sysfs and bpffs, and
+  # /run, /var/lib and /var/cache as overlays whose writes go to a tmpfs of its own. netprobe's directories
+  # there start empty (the machine's own are hidden, not touched) and are plain directories that
+  # playbooks/remove.yml can delete, as on a real host. The package database (/var/lib/dpkg, /var/lib/apt,
+  # /var/cache/apt) stays the machine's, like the packages themselves.
+  # shellcheck disable=SC2016  # the script is for the inner shell, $1 and $2 are its arguments
   nsenter --net="/run/netns/npf${FLEET_TAG}-$h" unshare --mount --propagation private -- /bin/sh -ec '
     for m in $(awk '\''$5 ~ "^/run/netns/" {print $5}'\'' /proc/self/mountinfo | sort -r); do umount -l "$m" 2>/dev/null || true; done
     mount -t sysfs sysfs /sys
     mount -t bpf -o mode=700 bpf /sys/fs/bpf
-    for d in /run/netprobe /var/lib/netprobe /var/cache/netprobe; do mount -t tmpfs -o mode=700,size=256m tmpfs "$d"; done
+    mount -t tmpfs -o mode=700,size=768m tmpfs "$2"
+    for d in run var/lib var/cache; do
+      o=$2/$(echo "$d" | tr / _)
+      mkdir -p "$o/lower" "$o/upper" "$o/work"
+      mount --bind "/$d" "$o/lower"
+      mount -t overlay overlay -o "lowerdir=$o/lower,upperdir=$o/upper,workdir=$o/work" "/$d"
+    done
+    for d in lib/dpkg lib/apt cache/apt; do
+      [ ! -d "/var/$d" ] || mount --bind "$2/var_${d%%/*}/lower/${d#*/}" "/var/$d"
+    done
+    for d in /run/netprobe /var/lib/netprobe /var/cache/netprobe; do rm -rf "$d"; mkdir -m 700 "$d"; done
     mkdir -p /run/sshd
-    exec /usr/sbin/sshd -f "$1"' sh "$hdir/sshd_config"
+    exec /usr/sbin/sshd -f "$1"' sh "$hdir/sshd_config" "$hdir/state"
 }
 
 on_failed_up() {
@@ -247,6 +263,9 @@ $login
     # --system-site-packages and has pyroute2 (the prereqs role's auto check finds it and makes no venv)
     ansible_python_interpreter: $PYTHON
     fleet_dir: $FLEET_DIR
+    # the hosts share this machine's /etc/fstab: no boot-time bpffs line from the prereqs role (the kernel
+    # matrix VMs prove that part)
+    prereqs_bpffs_persist: none
     # what playbooks/deploy.yml puts on each host: a counter on the probe link's ingress
     chain_interfaces:
       - interface: probe0
