@@ -95,19 +95,16 @@ def test_become_deploy_gather_gadget_rollout_remove(fleet, tmp_path):
     assert rc == 0 and sorted(recap) == fleet.hosts, out[-4000:]
     assert out.count('chain probe0 in host, xdp-ingress: seen (attached)') == len(fleet.hosts), out[-4000:]
 
-    # the gadget as root on every host; its JSON written on the controller (become: false there)
+    # with traffic from each peer: a BPF gadget as root on every host (its JSON written on the controller,
+    # become: false there), then the rollout, gated on that traffic
     rows_file = tmp_path / 'rows.json'
-    rc, recap, out = fleet.playbook('playbooks/gadget.yml', {
-        'gadget': 'snapshot_socket', 'gadget_filter': ['sport == 22', 'state == LISTEN'],
-        'gadget_fields': ['proto', 'state', 'saddr', 'sport'], 'gadget_json': str(rows_file)})
-    assert rc == 0, out[-4000:]
-    rows = json.loads(rows_file.read_text())
-    addresses = dict((h, inventory_host(fleet.inventory, h)['ansible_host']) for h in fleet.hosts)
-    assert sorted((r['host'], r['saddr'], r['state']) for r in rows) == [
-        (h, addresses[h], 'LISTEN') for h in fleet.hosts], rows  # each host's own sshd, seen from inside it
-
     traffic = fleet.traffic()
     try:
+        rc, recap, out = fleet.playbook('playbooks/gadget.yml', {
+            'gadget': 'top_talkers', 'gadget_duration': 2, 'gadget_interfaces': ['probe0'],
+            'gadget_filter': ['proto == icmp'], 'gadget_fields': ['direction', 'saddr', 'daddr', 'packets'],
+            'gadget_json': str(rows_file)})
+        assert rc == 0, out[-4000:]
         rc, recap, out = fleet.playbook('playbooks/rollout.yml', {
             'rollout_chains': [{'interface': 'probe0', 'probes': [SEEN, PASSED]}],
             'rollout_gate': GATE, 'rollout_serial': [1]})
@@ -116,6 +113,10 @@ def test_become_deploy_gather_gadget_rollout_remove(fleet, tmp_path):
         for p in traffic:
             p.terminate()
             p.wait()
+    rows = json.loads(rows_file.read_text())
+    for h in fleet.hosts:  # each host's own kernel counted the pings its peer sent (50 a second)
+        pings = [r for r in rows if r['host'] == h and (r['saddr'], r['daddr']) == ('198.18.0.1', '198.18.0.2')]
+        assert len(pings) == 1 and pings[0]['packets'] >= 20, (h, rows)
     assert rc == 0 and 'health gate passed' in out, out[-4000:]
     for h in fleet.hosts:
         assert [p[0] for p in probes_of(rolled[h])] == ['seen', 'passed'], h
