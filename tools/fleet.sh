@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # A fleet of simulated hosts on this machine, reached by Ansible over real ssh.
-#   tools/fleet.sh up   [FLEET_HOSTS=8 (1-32)] [FLEET_DIR=.cache/fleet]   (make fleet)
-#   tools/fleet.sh down [FLEET_DIR=.cache/fleet]                          (make fleet-down)
+#   tools/fleet.sh up   [FLEET_HOSTS=8 (1-32)] [FLEET_DIR=.cache/fleet] [FLEET_LOGIN=root|become]   (make fleet)
+#   tools/fleet.sh down [FLEET_DIR=.cache/fleet]                                                    (make fleet-down)
+#
+# FLEET_LOGIN=become: Ansible logs in as the unprivileged user npfleet (NOPASSWD sudo from
+# /etc/sudoers.d/netprobe-fleet) and becomes root, as on a real fleet; the hosts are also in group netprobe,
+# whose group_vars is docs/inventory-example/group_vars/netprobe.yml as written. The user and its sudoers file
+# are made once and kept by `down` (other fleets may be logged in with them; a re-run reuses them).
 #
 # Each simulated host hNN is
 #   - a network namespace npf<tag>-hNN holding an sshd on 198.19.<net>.<10+NN> (management link: a veth
 #     into the bridge npf<tag>br in the host namespace, which holds 198.19.<net>.1/24, the controller's side);
 #   - its own mount namespace (unshare --propagation private): sysfs of its network namespace, a bpffs of
-#     its own at /sys/fs/bpf and tmpfs at /run/netprobe, /var/lib/netprobe and /var/cache/netprobe, so pins,
-#     the engine's metadata and lock, the roles' records and the merged headers are per host, as on real
-#     machines (the rest of the file system, packages and the project venv included, is shared);
+#     its own at /sys/fs/bpf, and /run, /var/lib and /var/cache as overlays whose writes go to a tmpfs of its
+#     own, so pins, the engine's metadata and lock, the roles' records and the merged headers are per host
+#     and removable, as on real machines (the rest of the file system, packages, their database and the
+#     project venv included, is shared);
 #   - a veth pair to probe: probe0 (198.18.0.2) in the host, its peer eth0 (198.18.0.1) in npf<tag>-pNN,
 #     from which the controller sends traffic (static neighbours, no IPv6: counters see only that).
 # FLEET_DIR gets the ssh keys (client key and one host key per host), known_hosts, the sshd configs and
-# inventory.yml. `down` kills the processes in the fleet's namespaces, deletes the namespaces, the bridge
+# inventory.yml (with FLEET_LOGIN=become, npfleet's authorized key is in /run/netprobe-fleet/<tag>/, which npfleet
+# can read, and group_vars/netprobe.yml links to the docs' example). `down` kills the processes in the fleet's namespaces, deletes the namespaces, the bridge
 # and FLEET_DIR; a failed `up` runs it too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +28,11 @@ REPO=$(pwd)
 FLEET_DIR=${FLEET_DIR:-$REPO/.cache/fleet}
 case $FLEET_DIR in /*) ;; *) FLEET_DIR=$REPO/$FLEET_DIR ;; esac
 STATE=$FLEET_DIR/fleet.env
+LOGIN=${FLEET_LOGIN:-root}
 PYTHON=${FLEET_PYTHON:-$REPO/.venv/bin/python}
+LOGIN_USER=npfleet            # docs/inventory-example/group_vars/netprobe.yml logs in as this user
+SUDOERS=/etc/sudoers.d/netprobe-fleet
+KEYS_ROOT=/run/netprobe-fleet  # authorized keys npfleet can read (FLEET_DIR may sit under a 0700 directory)
 
 log() { printf 'fleet: %s\n' "$*" >&2; }
 
@@ -52,6 +63,8 @@ down() {
       hosts=$((hosts + 1))
     done
     ip link del "npf${tag}br" 2>/dev/null || true
+    rm -rf "${KEYS_ROOT:?}/$tag"
+    rmdir "$KEYS_ROOT" 2>/dev/null || true
   fi
   rm -rf "$FLEET_DIR"
   log "removed ${tag:+fleet $tag: }$hosts namespaces, the bridge, keys and inventory in $FLEET_DIR"
@@ -63,6 +76,29 @@ need() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null
   fi
   [ -x "$PYTHON" ] || { log "$PYTHON is missing: run make setup first"; exit 1; }
+  if [ "$LOGIN" = become ] && ! command -v sudo >/dev/null; then
+    log "installing sudo (apt)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends sudo >/dev/null
+  fi
+}
+
+login_user() {  # the unprivileged login and its sudo right, made once (idempotent, safe for concurrent fleets)
+  if ! id -u "$LOGIN_USER" >/dev/null 2>&1; then
+    # password '*': no password login, but not a locked account (sshd without PAM refuses locked ones)
+    useradd --create-home --shell /bin/sh --password '*' --comment 'netprobe fleet lab login' "$LOGIN_USER" \
+      || id -u "$LOGIN_USER" >/dev/null  # another fleet made it meanwhile
+  fi
+  local line="$LOGIN_USER ALL=(ALL:ALL) NOPASSWD: ALL" tmp
+  if [ "$(cat "$SUDOERS" 2>/dev/null)" != "$line" ]; then
+    tmp=$(mktemp /etc/sudoers.d/.netprobe-fleet.XXXXXX)
+    printf '%s\n' "$line" >"$tmp"
+    chmod 0440 "$tmp"
+    if ! visudo -cqf "$tmp"; then rm -f "$tmp"; log "visudo rejects the sudoers line: $line"; exit 1; fi
+    mv -f "$tmp" "$SUDOERS"
+  fi
+  mkdir -p "$KEYS_ROOT/$FLEET_TAG"
+  chmod 755 "$KEYS_ROOT" "$KEYS_ROOT/$FLEET_TAG"
+  install -m 0644 "$FLEET_DIR/id_ed25519.pub" "$KEYS_ROOT/$FLEET_TAG/authorized_keys"
 }
 
 start_host() {  # start_host NN: the host's sshd in its own network and mount namespaces
@@ -75,7 +111,7 @@ start_host() {  # start_host NN: the host's sshd in its own network and mount na
 ListenAddress ${NET}.$((10 + i)):22
 HostKey $hdir/ssh_host_ed25519_key
 PidFile $hdir/sshd.pid
-AuthorizedKeysFile $FLEET_DIR/authorized_keys
+AuthorizedKeysFile $AUTHORIZED_KEYS
 PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -87,16 +123,31 @@ LogLevel ERROR
 Subsystem sftp /usr/lib/openssh/sftp-server
 EOF
   printf '%s.%d %s\n' "$NET" $((10 + i)) "$(cut -d' ' -f1,2 "$hdir/ssh_host_ed25519_key.pub")" >>"$FLEET_DIR/known_hosts"
+  mkdir -p "$hdir/state"
   # The private mount namespace drops its copies of /run/netns/* (they would keep other namespaces of
-  # this machine alive), then mounts what makes the host a machine of its own.
-  # shellcheck disable=SC2016  # the script is for the inner shell, $1 is its argument
+  # this machine alive), then mounts what makes the host a machine of its own: its sysfs and bpffs, and
+  # /run, /var/lib and /var/cache as overlays whose writes go to a tmpfs of its own. netprobe's directories
+  # there start empty (the machine's own are hidden, not touched) and are plain directories that
+  # playbooks/remove.yml can delete, as on a real host. The package database (/var/lib/dpkg, /var/lib/apt,
+  # /var/cache/apt) stays the machine's, like the packages themselves.
+  # shellcheck disable=SC2016  # the script is for the inner shell, $1 and $2 are its arguments
   nsenter --net="/run/netns/npf${FLEET_TAG}-$h" unshare --mount --propagation private -- /bin/sh -ec '
     for m in $(awk '\''$5 ~ "^/run/netns/" {print $5}'\'' /proc/self/mountinfo | sort -r); do umount -l "$m" 2>/dev/null || true; done
     mount -t sysfs sysfs /sys
     mount -t bpf -o mode=700 bpf /sys/fs/bpf
-    for d in /run/netprobe /var/lib/netprobe /var/cache/netprobe; do mount -t tmpfs -o mode=700,size=256m tmpfs "$d"; done
+    mount -t tmpfs -o mode=700,size=768m tmpfs "$2"
+    for d in run var/lib var/cache; do
+      o=$2/$(echo "$d" | tr / _)
+      mkdir -p "$o/lower" "$o/upper" "$o/work"
+      mount --bind "/$d" "$o/lower"
+      mount -t overlay overlay -o "lowerdir=$o/lower,upperdir=$o/upper,workdir=$o/work" "/$d"
+    done
+    for d in lib/dpkg lib/apt cache/apt; do
+      [ ! -d "/var/$d" ] || mount --bind "$2/var_${d%%/*}/lower/${d#*/}" "/var/$d"
+    done
+    for d in /run/netprobe /var/lib/netprobe /var/cache/netprobe; do rm -rf "$d"; mkdir -m 700 "$d"; done
     mkdir -p /run/sshd
-    exec /usr/sbin/sshd -f "$1"' sh "$hdir/sshd_config"
+    exec /usr/sbin/sshd -f "$1"' sh "$hdir/sshd_config" "$hdir/state"
 }
 
 on_failed_up() {
@@ -106,6 +157,7 @@ on_failed_up() {
 
 up() {
   local n=${FLEET_HOSTS:-8}
+  case $LOGIN in root|become) ;; *) log "FLEET_LOGIN must be root or become, not $LOGIN"; exit 2 ;; esac
   case $n in ''|*[!0-9]*) log "FLEET_HOSTS must be a number from 1 to 32, not $n"; exit 2 ;; esac
   if [ "$n" -lt 1 ] || [ "$n" -gt 32 ]; then log "FLEET_HOSTS must be from 1 to 32, not $n"; exit 2; fi
   need
@@ -122,9 +174,16 @@ up() {
   trap 'exit 130' INT TERM
   mkdir -p "$FLEET_DIR/hosts" /run/netprobe /var/lib/netprobe /var/cache/netprobe
   chmod 700 "$FLEET_DIR"
-  printf 'FLEET_TAG=%s\nFLEET_HOSTS=%s\nFLEET_NET=%s\n' "$FLEET_TAG" "$n" "$NET" >"$STATE"
+  printf 'FLEET_TAG=%s\nFLEET_HOSTS=%s\nFLEET_NET=%s\nFLEET_LOGIN=%s\n' "$FLEET_TAG" "$n" "$NET" "$LOGIN" >"$STATE"
   ssh-keygen -q -t ed25519 -N '' -C netprobe-fleet-controller -f "$FLEET_DIR/id_ed25519"
   cp "$FLEET_DIR/id_ed25519.pub" "$FLEET_DIR/authorized_keys"
+  AUTHORIZED_KEYS=$FLEET_DIR/authorized_keys
+  SSH_USER=root
+  if [ "$LOGIN" = become ]; then
+    login_user
+    AUTHORIZED_KEYS=$KEYS_ROOT/$FLEET_TAG/authorized_keys
+    SSH_USER=$LOGIN_USER
+  fi
   : >"$FLEET_DIR/known_hosts"
 
   local br=npf${FLEET_TAG}br i h p
@@ -162,7 +221,7 @@ up() {
   for i in $(seq "$n"); do wait_ssh "$i"; done
   trap - EXIT INT TERM
   log "fleet $FLEET_TAG: $n hosts up, inventory $FLEET_DIR/inventory.yml"
-  log "try: ansible-playbook -i $FLEET_DIR/inventory.yml playbooks/deploy.yml"
+  log "try: ansible-playbook -i $FLEET_DIR/inventory.yml playbooks/deploy.yml -e netprobe_hosts=fleet"
 }
 
 wait_ssh() {
@@ -170,7 +229,7 @@ wait_ssh() {
   ip=$NET.$((10 + i))
   for _ in $(seq 100); do
     if ssh -q -o BatchMode=yes -o ConnectTimeout=2 -o UserKnownHostsFile="$FLEET_DIR/known_hosts" \
-        -o StrictHostKeyChecking=yes -i "$FLEET_DIR/id_ed25519" "root@$ip" true 2>/dev/null; then
+        -o StrictHostKeyChecking=yes -i "$FLEET_DIR/id_ed25519" "$SSH_USER@$ip" true 2>/dev/null; then
       return 0
     fi
     sleep 0.1
@@ -180,14 +239,23 @@ wait_ssh() {
 }
 
 write_inventory() {
-  local n=$1 i h
+  local n=$1 i h login interpreter=""
+  if [ "$LOGIN" = become ]; then
+    login="    # login: group netprobe's group_vars/netprobe.yml (docs/inventory-example/), as written"
+    # a host variable outranks group_vars files: the lab's interpreter wins over the example's discovery
+    interpreter=$(printf '          ansible_python_interpreter: %s' "$PYTHON")
+    mkdir -p "$FLEET_DIR/group_vars"
+    ln -s "$REPO/docs/inventory-example/group_vars/netprobe.yml" "$FLEET_DIR/group_vars/netprobe.yml"
+  else
+    login="    ansible_user: root"
+  fi
   {
     cat <<EOF
 ---
-# Generated by tools/fleet.sh for fleet $FLEET_TAG ($n hosts); removed by make fleet-down.
+# Generated by tools/fleet.sh for fleet $FLEET_TAG ($n hosts, login $LOGIN); removed by make fleet-down.
 all:
   vars:
-    ansible_user: root
+$login
     ansible_ssh_private_key_file: $FLEET_DIR/id_ed25519
     # host keys generated with the fleet and checked (no trust on first use)
     ansible_ssh_common_args: -o UserKnownHostsFile=$FLEET_DIR/known_hosts -o StrictHostKeyChecking=yes
@@ -195,6 +263,9 @@ all:
     # --system-site-packages and has pyroute2 (the prereqs role's auto check finds it and makes no venv)
     ansible_python_interpreter: $PYTHON
     fleet_dir: $FLEET_DIR
+    # the hosts share this machine's /etc/fstab: no boot-time bpffs line from the prereqs role (the kernel
+    # matrix VMs prove that part)
+    prereqs_bpffs_persist: none
     # what playbooks/deploy.yml puts on each host: a counter on the probe link's ingress
     chain_interfaces:
       - interface: probe0
@@ -211,6 +282,7 @@ EOF
       h=$(printf 'h%02d' "$i")
       printf '        %s:\n          ansible_host: %s.%d\n          fleet_lab_netns: npf%s-%s\n          fleet_lab_peer_netns: npf%s-p%02d\n' \
         "$h" "$NET" $((10 + i)) "$FLEET_TAG" "$h" "$FLEET_TAG" "$i"
+      [ -z "$interpreter" ] || printf '%s\n' "$interpreter"
     done
     cat <<EOF
     # playbooks/rollout.yml changes these first
@@ -218,6 +290,7 @@ EOF
       hosts:
         h01:
 EOF
+    [ "$LOGIN" != become ] || printf '    # the unprivileged login with sudo (group_vars/netprobe.yml)\n    netprobe:\n      children:\n        fleet:\n'
   } >"$FLEET_DIR/inventory.yml"
 }
 

@@ -15,7 +15,12 @@ attributes:
   platform:
     support: full
     platforms: posix
-    description: Linux targets with eBPF, as root.
+    description: Linux targets with eBPF, as root (C(become=true) with an unprivileged login).
+notes:
+  - Needs root on the target (CAP_NET_ADMIN, and CAP_BPF or CAP_SYS_ADMIN; CAP_SYS_ADMIN also to mount bpffs).
+    Logged in as an unprivileged user, run the task with C(become=true). Without those privileges the module
+    fails before doing anything, in check mode too, with a message that says so and C(missing_capabilities);
+    it does not return a partial, unprivileged view.
 '''
 
     # Modules that edit a chain (ebpf_probe, ebpf_chain).

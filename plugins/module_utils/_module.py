@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netprobe.ebpf contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What ebpf_probe and ebpf_chain share: argument specs, probe specs from arguments, error handling."""
+"""What the modules share: argument specs, probe specs from arguments, the privilege check, error handling."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -10,6 +10,8 @@ __metaclass__ = type
 import errno
 import fnmatch
 import os
+import pwd
+import re
 
 from ansible.module_utils.basic import missing_required_lib
 
@@ -149,8 +151,49 @@ def finish(module, result, images):
     return result
 
 
+# Capability bits (linux/capability.h). CAP_BPF (5.8+) splits bpf() off CAP_SYS_ADMIN, which still grants it.
+CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF = 12, 21, 39
+
+
+def missing_privileges(status_text):
+    """What a process with this /proc/self/status lacks to run netprobe's modules: [] when it has enough.
+    netlink attachments need CAP_NET_ADMIN; bpf() needs CAP_BPF or CAP_SYS_ADMIN (older kernels, or root)."""
+    match = re.search(r'^CapEff:\s*([0-9a-fA-F]+)\s*$', status_text, re.M)
+    if not match:
+        return []  # no capability line (not Linux /proc): let the kernel answer
+    eff = int(match.group(1), 16)
+    missing = [] if eff & (1 << CAP_NET_ADMIN) else ['CAP_NET_ADMIN']
+    if not eff & ((1 << CAP_BPF) | (1 << CAP_SYS_ADMIN)):
+        missing.append('CAP_BPF')
+    return missing
+
+
+def privilege_message(module_name, missing, uid, user):
+    return ('netprobe.ebpf.%s needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for bpffs): it runs as %s (uid %d) '
+            'without %s. Run the task with `become: true` (or ansible_become: true in the inventory), check mode '
+            'included: it reads the pins and the kernel state, which only root may' % (
+                module_name.split('.')[-1], user, uid, ' and '.join(missing)))
+
+
+def check_privileges(module):
+    """fail_json early, before anything is touched, when the module cannot work (an unprivileged login
+    without become); the same in check mode, whose answer needs the same reads."""
+    try:
+        with open('/proc/self/status') as f:
+            missing = missing_privileges(f.read())
+    except (IOError, OSError):
+        return
+    if missing:
+        try:
+            user = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            user = 'user %d' % os.geteuid()
+        module.fail_json(msg=privilege_message(module._name, missing, os.geteuid(), user), missing_capabilities=missing)
+
+
 def run(module, body):
-    """Run body(); turn our errors into fail_json with a message that says what to fix."""
+    """Check the privileges, run body(); turn our errors into fail_json with a message that says what to fix."""
+    check_privileges(module)
     try:
         module.exit_json(**body())
     except MissingLibrary as e:

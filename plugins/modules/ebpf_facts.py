@@ -42,6 +42,9 @@ options:
     default: [all]
     choices: [all, capabilities, chains, metrics, '!capabilities', '!chains', '!metrics']
 notes:
+  - Without root (an unprivileged login without C(become)) it fails rather than report what it can read;
+    chains live in a 0700 bpffs and C(/run/netprobe), so an unprivileged view would claim no chains where
+    there are some.
   - Metrics are keyed and rendered as described in C(docs/metrics.md). Per-CPU values are summed.
   - Entries of a probe declared with C(NP_SWAP) are the sum of its two copies (what accumulated since the
     last swap read).

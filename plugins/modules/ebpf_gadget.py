@@ -45,7 +45,7 @@ attributes:
   platform:
     support: full
     platforms: posix
-    description: Linux targets with eBPF, as root.
+    description: Linux targets with eBPF, as root (C(become=true) with an unprivileged login).
 options:
   gadget:
     description:
@@ -190,6 +190,10 @@ requirements:
   - pyroute2 >= 0.9
   - a kernel with BTF (/sys/kernel/btf/vmlinux) for trace_tcp, trace_drop and profile_tcprtt
 notes:
+  - Needs root on the target (CAP_NET_ADMIN, and CAP_BPF or CAP_SYS_ADMIN; CAP_SYS_ADMIN also to mount bpffs).
+    Logged in as an unprivileged user, run the task with C(become=true). Without those privileges the module
+    fails before doing anything, in check mode too, with a message that says so and C(missing_capabilities);
+    it does not return a partial, unprivileged view.
   - Programs used here - raw tracepoints, tracepoints, socket filters on packet sockets; no kprobes or
     fentry, so the gadgets run on kernels without them.
 seealso:

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 """A fleet lab (tools/fleet.sh) driven from Python: up, traffic from each host's peer, playbooks and ad-hoc
-modules over ssh, down. Used by tests/integration/test_fleet.py and benchmarks/fleet.py."""
+modules over ssh, down. Used by tests/integration/test_fleet.py, test_fleet_become.py and benchmarks/fleet.py."""
 
 import json
 import os
@@ -10,12 +10,17 @@ import subprocess
 from lab import BIN, REPO, ansible_env, run_tree
 
 
-class Fleet:
-    """tools/fleet.sh up in `directory`; down() removes everything (call it in a finally)."""
+# The playbooks that change hosts have no default host pattern; the lab's hosts are group fleet.
+HOST_PATTERNS = {'netprobe_hosts': 'fleet', 'rollout_hosts': 'fleet', 'gadget_hosts': 'fleet'}
 
-    def __init__(self, directory, hosts):
+
+class Fleet:
+    """tools/fleet.sh up in `directory`; down() removes everything (call it in a finally).
+    login='become': the hosts are reached as the unprivileged npfleet with sudo (FLEET_LOGIN=become)."""
+
+    def __init__(self, directory, hosts, login='root'):
         self.dir = str(directory)
-        self.env = dict(os.environ, FLEET_HOSTS=str(hosts), FLEET_DIR=self.dir)
+        self.env = dict(os.environ, FLEET_HOSTS=str(hosts), FLEET_DIR=self.dir, FLEET_LOGIN=login)
         self.up = subprocess.run([os.path.join(REPO, 'tools/fleet.sh'), 'up'], env=self.env, capture_output=True,
                                  text=True, check=False)
         if self.up.returncode != 0:
@@ -47,10 +52,10 @@ class Fleet:
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for h in self.hosts]
 
     def playbook(self, playbook, extra_vars=None, limit=None, forks=None, env=None):
-        """ansible-playbook over ssh; returns (rc, {host: recap counts}, stdout)."""
-        cmd = [os.path.join(BIN, 'ansible-playbook'), '-i', self.inventory, playbook]
-        if extra_vars:
-            cmd += ['-e', json.dumps(extra_vars)]
+        """ansible-playbook over ssh, aimed at group fleet unless extra_vars name other hosts (HOST_PATTERNS);
+        returns (rc, {host: recap counts}, stdout)."""
+        cmd = [os.path.join(BIN, 'ansible-playbook'), '-i', self.inventory, playbook,
+               '-e', json.dumps(dict(HOST_PATTERNS, **(extra_vars or {})))]
         if limit:
             cmd += ['--limit', limit]
         if forks:
@@ -66,10 +71,12 @@ class Fleet:
                                  % (proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:]))
         return proc.returncode, recap, proc.stdout
 
-    def adhoc(self, pattern, module, args, check=False):
+    def adhoc(self, pattern, module, args, check=False, extra_vars=None):
         """`ansible <pattern> -m netprobe.ebpf.<module>` over ssh; {host: result}."""
         cmd = [os.path.join(BIN, 'ansible'), '-i', self.inventory, pattern, '-m', 'netprobe.ebpf.' + module,
                '-a', json.dumps(args)] + (['--check'] if check else [])
+        if extra_vars:
+            cmd += ['-e', json.dumps(extra_vars)]
         proc = run_tree(cmd, cwd=REPO, env=ansible_env())
         out, decoder = {}, json.JSONDecoder()
         for m in re.finditer(r'^(h\d+) \| (\w+)!? => ', proc.stdout, re.M):

@@ -534,7 +534,7 @@ def test_fleet_playbook_prints_one_table_with_the_host_first_and_writes_json(lab
     listener(lab, 8444)
     dest = str(tmp_path / 'rows.json')
     rc, recap, output = run_playbook('playbooks/gadget.yml', extra_vars=dict(
-        gadget='snapshot_socket', gadget_netns=lab.ns_b, gadget_filter=['sport == 8444'],
+        gadget_hosts='localhost', gadget='snapshot_socket', gadget_netns=lab.ns_b, gadget_filter=['sport == 8444'],
         gadget_fields=['proto', 'state', 'saddr', 'sport'], gadget_json=dest))
     assert rc == 0, output
     assert recap['localhost']['failed'] == 0

@@ -60,8 +60,8 @@ def run_playbook(playbook, extra_vars):
 
 
 def deploy(record, interfaces, purge=False):
-    return run_playbook(DEPLOY, {'chain_interfaces': interfaces, 'chain_record_path': str(record),
-                                 'chain_purge': purge})
+    return run_playbook(DEPLOY, {'netprobe_hosts': 'localhost', 'chain_interfaces': interfaces,
+                                 'chain_record_path': str(record), 'chain_purge': purge})
 
 
 def chain_state(lab, ns, ifname, name):
