@@ -308,7 +308,7 @@ class Chain:
                 if rec.lost:
                     compile_.append(ProbeSpec(d.name, rec.source, rec.origin, rec.cflags, rec.config))
                 continue
-            d.config = _config.validate(d.name, d.origin, d.config)
+            d.config = _config.validate(d.name, d.origin, d.config, self.hook)
             if rec is None or rec.lost or rec.spec_hash != d.hash(self.mode, self.files) or d.reset_metrics:
                 compile_.append(d)
             elif _config.config_hash(rec.config) != _config.config_hash(d.config):

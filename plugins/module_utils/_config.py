@@ -38,6 +38,7 @@ NS = 10 ** 9
 PROTOCOLS = {'any': 0, 'icmp': 1, 'tcp': 6, 'udp': 17, 'icmpv6': 58}
 ACTIONS = {'pass': 0, 'drop': 1}
 FLOW_KEYS = {'five_tuple': 0, 'src_dst': 1}
+ESTABLISHED_ANY = 0
 
 
 def config_hash(config):
@@ -174,10 +175,11 @@ def _list(where, value, most):
 def parse_firewall(config):
     _keys('config', config, ('rules', 'default'))
     default = _choice('config.default', config.get('default', 'pass'), ACTIONS)
-    rules = []
+    rules, stateful = [], False
     for i, rule in enumerate(_list('config.rules', config.get('rules') or [], FIREWALL_MAX_RULES)):
         where = 'config.rules[%d]' % i
-        _keys(where, rule, ('action', 'src', 'dst', 'proto', 'sport', 'dport', 'name'), required=('action',))
+        _keys(where, rule, ('action', 'src', 'dst', 'proto', 'sport', 'dport', 'established', 'name'),
+              required=('action',))
         action = _choice(where + '.action', rule['action'], ACTIONS)
         if not isinstance(rule.get('name', ''), str):
             raise Invalid(where + '.name', 'must be a string')
@@ -192,16 +194,32 @@ def parse_firewall(config):
             raise Invalid(where, 'sport/dport need proto tcp or udp')
         sport = _port_range(where + '.sport', rule['sport']) if rule.get('sport') is not None else (0, 65535)
         dport = _port_range(where + '.dport', rule['dport']) if rule.get('dport') is not None else (0, 65535)
-        rules.append(_firewall_rule(src, dst, proto, has_ports, sport, dport, action))
-    return {'default': default, 'rules': rules}
+        established = _established(where, rule.get('established'), proto)
+        stateful = stateful or established != ESTABLISHED_ANY
+        rules.append(_firewall_rule(src, dst, proto, has_ports, sport, dport, action, established))
+    return {'default': default, 'rules': rules, 'established': stateful}
 
 
-def _firewall_rule(src, dst, proto, has_ports, sport, dport, action):
-    """struct fw_rule: src, src_mask, dst, dst_mask (16 bytes each), 4 x u16 ports, proto, ports, action."""
+def _established(where, value, proto):
+    """true: only packets of a connection of this host; false: only the others (fw_rule.established)."""
+    if value is None:
+        return ESTABLISHED_ANY
+    if not isinstance(value, bool):
+        raise Invalid(where + '.established', '%r is not true or false' % (value,))
+    if proto not in (PROTOCOLS['any'], PROTOCOLS['tcp'], PROTOCOLS['udp']):
+        raise Invalid(where, 'established needs proto tcp, udp or any: it asks the socket table, and only '
+                      'TCP and UDP packets have sockets (allow ICMP with a rule of its own)')
+    return 1 if value else 2
+
+
+def _firewall_rule(src, dst, proto, has_ports, sport, dport, action, established):
+    """struct fw_rule: src, src_mask, dst, dst_mask (16 bytes each), 4 x u16 ports, proto, ports, action,
+    established."""
     zero = b'\0' * 16
     return ((src.addr if src else zero) + (src.mask if src else zero)
             + (dst.addr if dst else zero) + (dst.mask if dst else zero)
-            + struct.pack('=HHHHBBB5x', sport[0], sport[1], dport[0], dport[1], proto, int(has_ports), action))
+            + struct.pack('=HHHHBBBB4x', sport[0], sport[1], dport[0], dport[1], proto, int(has_ports), action,
+                          established))
 
 
 def parse_ddos_mitigator(config):
@@ -257,15 +275,20 @@ def _parse(name, probe, config):
         raise NetprobeError('probe %s (%s): invalid %s' % (name, probe, e), config_error=e.where)
 
 
-def validate(name, origin, config):
-    """Check a probe's configuration; raise NetprobeError saying what to fix."""
+def validate(name, origin, config, hook='ingress'):
+    """Check a probe's configuration for a chain on hook; raise NetprobeError saying what to fix."""
     if config is None:
         config = {}
     if not isinstance(config, dict):
         raise NetprobeError('probe %s: config must be a dict' % name)
     probe = bundled_name(origin)
     if probe is not None:
-        _parse(name, probe, config)
+        parsed = _parse(name, probe, config)
+        if hook == 'egress' and parsed and parsed.get('established'):
+            raise NetprobeError('probe %s (%s): established rules judge inbound packets (replies to this '
+                                "host's connections) and work on the ingress hook only; on egress the host's "
+                                'own packets need no such rule: remove established, or put the probe on '
+                                'ingress' % (name, probe), config_error='config.rules')
     elif config:
         raise NetprobeError('probe %s: config is read by the bundled probes (docs/probes/); give a probe of '
                             'your own its settings as cflags, e.g. ["-DLIMIT=100"]' % name)
@@ -361,7 +384,7 @@ def write_firewall(name, parsed, maps):
     idle = _idle_bank(active)
     for i, rule in enumerate(parsed['rules']):
         rules.update(_u32(idle * per_bank + i), rule)
-    banks.update(_u32(idle), struct.pack('=II', len(parsed['rules']), parsed['default']))
+    banks.update(_u32(idle), struct.pack('=III', len(parsed['rules']), parsed['default'], int(parsed['established'])))
     active.update(_u32(0), _u32(idle))
     hits.zero_all()  # counters belong to positions in the rule list: a new list starts from zero
 

@@ -83,8 +83,8 @@ class Lab:
 
     # --- traffic ---------------------------------------------------------------------------
 
-    def open_socket(self, ns, family=socket.AF_INET, kind=socket.SOCK_DGRAM):
-        s = create_socket(netns=ns, family=family, socket_type=kind, flags=0)
+    def open_socket(self, ns, family=socket.AF_INET, kind=socket.SOCK_DGRAM, proto=0):
+        s = create_socket(netns=ns, family=family, socket_type=kind, proto=proto, flags=0)
         self._sockets.append(s)
         return s
 

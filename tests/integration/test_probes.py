@@ -6,6 +6,7 @@ Chains go on B's veth ingress; A sends. Extra source addresses are added to A's 
 
 import json
 import os
+import shutil
 import socket
 import struct
 import sys
@@ -13,6 +14,7 @@ import threading
 import time
 
 import pytest
+import yaml
 
 from lab import PIN_ROOT, REPO, RUN_ROOT, run_module, sh
 
@@ -223,6 +225,8 @@ INVALID_FIREWALL = [
     ({'rules': [{'action': 'drop', 'proto': 'udp', 'dport': 7001}] * 65}, 'at most 64'),
     ({'rules': [{'action': 'drop', 'colour': 'red'}]}, 'unknown key colour'),
     ({'rules': [{'action': 'reject'}]}, "'reject' is not one of pass, drop"),
+    ({'rules': [{'action': 'pass', 'established': 'yes'}]}, "config.rules[0].established: 'yes' is not true or false"),
+    ({'rules': [{'action': 'pass', 'established': True, 'proto': 'icmp'}]}, 'established needs proto tcp, udp or any'),
 ]
 
 
@@ -273,6 +277,222 @@ def test_firewall_rule_swaps_under_traffic_never_show_a_half_written_rule_set(la
     assert len(sent) > 500
     got = rx.count(settle=0.5)
     assert got == len(sent), (got, len(sent))
+
+
+# --- firewall: established ---------------------------------------------------------------------
+
+ESTABLISHED_DOC = os.path.join(REPO, 'docs', 'probes', 'firewall.md')
+ESTABLISHED_HEADING = '## Default drop on ingress: `established`'
+REPLIES, WEB = 0, 2  # rule positions in the docs' example
+ANSWER = '198.18.250.7'  # what the peer's DNS server answers
+
+
+def docs_example(path, heading):
+    """The task of the first YAML block after heading, as the docs give it."""
+    with open(path) as f:
+        text = f.read()
+    block = text[text.index(heading):].split('```yaml\n', 1)[1].split('```', 1)[0]
+    return yaml.safe_load(block)[0]
+
+
+def dns_answer(query, address):
+    """A reply to a one-question DNS query: the question, then one A record for address."""
+    end = 12
+    while query[end]:
+        end += query[end] + 1
+    end += 5  # the root label, QTYPE, QCLASS
+    return (query[:2] + b'\x81\x80' + struct.pack('!HHHH', 1, 1, 0, 0) + query[12:end]
+            + b'\xc0\x0c' + struct.pack('!HHIH', 1, 1, 60, 4) + socket.inet_aton(address))
+
+
+class Servers:
+    """Threads serving sockets of the lab: a DNS server (UDP, counts its answers) and TCP echo servers."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.stop = threading.Event()
+        self.answers = 0
+        self.threads = []
+
+    def _run(self, target, *args):
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def dns(self, ns, addr):
+        s = self.lab.open_socket(ns)
+        s.bind((addr, 53))
+        s.settimeout(0.1)
+        self._run(self._dns, s)
+
+    def _dns(self, s):
+        while not self.stop.is_set():
+            try:
+                query, peer = s.recvfrom(512)
+            except (socket.timeout, OSError):
+                continue
+            s.sendto(dns_answer(query, ANSWER), peer)
+            self.answers += 1
+
+    def echo(self, ns, addr, port, family=socket.AF_INET):
+        s = self.lab.open_socket(ns, family, socket.SOCK_STREAM)
+        s.bind((addr, port))
+        s.listen(8)
+        s.settimeout(0.1)
+        self._run(self._accept, s)
+
+    def _accept(self, s):
+        while not self.stop.is_set():
+            try:
+                conn, _peer = s.accept()
+            except (socket.timeout, OSError):
+                continue
+            with conn:
+                conn.settimeout(5)
+                for chunk in iter(lambda: conn.recv(65536), b''):
+                    conn.sendall(chunk)
+
+    def close(self):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(5)
+
+
+def echoed(lab, ns, addr, port, family=socket.AF_INET, size=256 << 10):
+    """Send size bytes to an echo server and read them back: True when all came back, in order."""
+    data = os.urandom(size)
+    s = lab.open_socket(ns, family, socket.SOCK_STREAM)
+    s.settimeout(3)
+    try:
+        s.connect((addr, port))
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        back = b''.join(iter(lambda: s.recv(65536), b''))
+    except OSError:
+        return False
+    finally:
+        s.close()
+        lab._sockets.remove(s)
+    return back == data
+
+
+def resolve(ns, name, server):
+    """getent (glibc's resolver, as any program on the host) in ns, with server in its resolv.conf."""
+    etc = os.path.join('/etc/netns', ns)  # ip netns exec binds these files over /etc for the command
+    os.makedirs(etc)
+    try:
+        with open(os.path.join(etc, 'resolv.conf'), 'w') as f:
+            f.write('nameserver %s\noptions timeout:1 attempts:1\n' % server)
+        return sh('ip', 'netns', 'exec', ns, 'getent', 'ahostsv4', name, check=False).stdout
+    finally:
+        shutil.rmtree(etc)
+        try:
+            os.rmdir('/etc/netns')
+        except OSError:
+            pass  # not empty: someone else's
+
+
+def checksum(data):
+    data += b'\0' * (len(data) % 2)
+    total = sum(struct.unpack('!%dH' % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xffff) + (total >> 16)
+    return ~total & 0xffff
+
+
+class Unsolicited:
+    """From ns A: a bare TCP ACK and a UDP datagram to ports of B where no socket is, and what B
+    answers (RST, ICMP port unreachable): an answer means B's stack saw the packet."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.tcp = lab.open_socket(lab.ns_a, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+        self.icmp = lab.open_socket(lab.ns_a, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        for s in (self.tcp, self.icmp):
+            s.setblocking(False)
+
+    def ack_is_answered(self, port):
+        header = struct.pack('!HHIIBBHHH', 40000, port, 1, 1, 5 << 4, 0x10, 512, 0, 0)
+        pseudo = (socket.inet_aton(self.lab.ip_a) + socket.inet_aton(self.lab.ip_b)
+                  + struct.pack('!BBH', 0, socket.IPPROTO_TCP, len(header)))
+        header = header[:16] + struct.pack('!H', checksum(pseudo + header)) + header[18:]
+        self.tcp.sendto(header, (self.lab.ip_b, 0))
+        return any(struct.unpack_from('!H', p, 20)[0] == port and p[33] & 0x04 for p in self._read(self.tcp))
+
+    def datagram_is_answered(self, port):
+        self.lab.send_udp(1, port)
+        return any(p[20] == 3 and p[21] == 3 for p in self._read(self.icmp))  # destination/port unreachable
+
+    def _read(self, s, settle=0.3):
+        packets, deadline = [], time.time() + settle
+        while time.time() < deadline:
+            try:
+                packets.append(s.recv(65535))
+            except BlockingIOError:
+                time.sleep(0.01)
+        return packets
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_firewall_established_lets_the_host_resolve_and_connect_out(lab6, mode):
+    """ns B is the protected host (the docs' example on its ingress), ns A the rest of the world."""
+    lab = lab6
+    servers = Servers(lab)
+    try:
+        servers.dns(lab.ns_a, lab.ip_a)
+        servers.echo(lab.ns_a, lab.ip_a, 9000)
+        servers.echo(lab.ns_a, lab.ip6_a, 9000, socket.AF_INET6)
+        servers.echo(lab.ns_b, lab.ip_b, 8080)  # the service the rules allow
+        TcpListeners(lab, (8081,))               # a server no rule allows
+        stray = Unsolicited(lab)
+        # without the firewall, B answers what nothing expects: the way to see that B's stack got it
+        assert stray.ack_is_answered(40000) and stray.datagram_is_answered(40001)
+
+        task = docs_example(ESTABLISHED_DOC, ESTABLISHED_HEADING)
+        args = dict(task['netprobe.ebpf.ebpf_probe'], interface=lab.if_b, netns=lab.ns_b, mode=mode)
+        result = run_module('ebpf_probe', args)
+        assert not result.get('failed'), result.get('msg')
+        assert build(result, 'fw') == 'bytecode'
+
+        # the host resolves a name through glibc, and opens TCP connections out, IPv4 and IPv6
+        assert ANSWER in resolve(lab.ns_b, 'updates.example.test', lab.ip_a)
+        assert servers.answers >= 1
+        replies = fw_hits(lab, mode).get(REPLIES, 0)
+        assert replies >= 1
+        assert echoed(lab, lab.ns_b, lab.ip_a, 9000) and echoed(lab, lab.ns_b, lab.ip6_a, 9000, socket.AF_INET6)
+        assert fw_hits(lab, mode)[REPLIES] >= replies + 2 * 20  # 2 x 256 KiB back: many segments
+        # the allowed service serves
+        assert echoed(lab, lab.ns_a, lab.ip_b, 8080)
+        assert fw_hits(lab, mode).get(WEB, 0) >= 1  # its SYN; the rest of its packets are a connection's
+
+        time.sleep(0.3)  # the connections' last segments
+        before = fw_hits(lab, mode)
+        assert not lab.tcp_syn(8081)                              # a listener is not a connection
+        assert sent_and_received(lab, 5, 7001) == 0               # a bound, unconnected socket neither
+        assert not stray.ack_is_answered(40000)                   # an ACK to no connection
+        assert not stray.datagram_is_answered(40001)              # a datagram to no socket
+        client = lab.open_socket(lab.ns_b)                        # a client that does not connect(2):
+        client.bind((lab.ip_b, 0))
+        client.settimeout(0.5)
+        answered = servers.answers
+        client.sendto(b'\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x04test\x00\x00\x01\x00\x01',
+                      (lab.ip_a, 53))
+        with pytest.raises(socket.timeout):
+            client.recv(512)                                      # the server answered; it was dropped
+        assert servers.answers == answered + 1
+        after = fw_hits(lab, mode)
+        assert after.get(REPLIES) == before.get(REPLIES) and after.get(WEB) == before.get(WEB)
+        assert after.get(FW_DEFAULT, 0) - before.get(FW_DEFAULT, 0) >= 1 + 5 + 1 + 1 + 1
+    finally:
+        servers.close()
+
+
+def test_firewall_established_is_refused_on_egress(lab):
+    args = dict(target(lab, 'tc'), hook='egress', name='fw', probe='firewall',
+                config={'default': 'drop', 'rules': [{'action': 'pass', 'established': True}]})
+    result = run_module('ebpf_probe', args)
+    assert result.get('failed') and 'ingress hook only' in result['msg'], result.get('msg')
+    assert 'Traceback' not in result['msg']
 
 
 # --- ddos_mitigator ----------------------------------------------------------------------------

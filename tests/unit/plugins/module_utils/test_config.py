@@ -56,6 +56,9 @@ def test_custom_probes_take_settings_as_cflags_not_config():
     ({'rules': ['drop']}, 'config.rules[0]: must be a dict'),
     ({'default': 'deny'}, "config.default: 'deny' is not one of pass, drop"),
     ({'policy': 'drop'}, 'unknown key policy; known keys: rules, default'),
+    ({'rules': [{'action': 'pass', 'established': 'yes'}]}, "config.rules[0].established: 'yes' is not true or false"),
+    ({'rules': [{'action': 'pass', 'established': 1}]}, 'is not true or false'),
+    ({'rules': [{'action': 'pass', 'established': True, 'proto': 'icmp'}]}, 'established needs proto tcp, udp or any'),
 ])
 def test_firewall_rejects(config, expected):
     msg = fails('firewall', config, expected)
@@ -116,7 +119,25 @@ def test_firewall_rule_layout_matches_struct_fw_rule():
     sport_min, sport_max, dport_min, dport_max, proto, ports, action = struct.unpack_from('=HHHHBBB', first, 64)
     assert (sport_min, sport_max, dport_min, dport_max, proto, ports, action) == (0, 65535, 1000, 2000, 17, 1, 1)
     assert first[32:64] == b'\0' * 32  # no dst: zero mask matches any
-    assert second == b'\0' * 64 + struct.pack('=HHHHBBB5x', 0, 65535, 0, 65535, 0, 0, 0)
+    assert second == b'\0' * 64 + struct.pack('=HHHHBBBB4x', 0, 65535, 0, 65535, 0, 0, 0, 0)
+    assert parsed['established'] is False
+
+
+def test_firewall_established_is_a_byte_of_the_rule_and_a_flag_of_the_bank():
+    parsed = _config.parse_firewall({'rules': [
+        {'action': 'pass', 'established': True}, {'action': 'drop', 'proto': 'tcp', 'established': False},
+        {'action': 'pass', 'proto': 'udp', 'dport': 53}]})
+    assert [rule[75] for rule in parsed['rules']] == [1, 2, 0]  # fw_rule.established
+    assert parsed['established'] is True
+
+
+def test_firewall_established_is_refused_on_egress_and_accepted_on_ingress():
+    config = {'default': 'drop', 'rules': [{'action': 'pass', 'established': True}]}
+    assert _config.validate('p', 'bundled:firewall', config, 'ingress') is config
+    with pytest.raises(NetprobeError, match='ingress hook only'):
+        _config.validate('p', 'bundled:firewall', config, 'egress')
+    plain = {'default': 'drop', 'rules': [{'action': 'pass', 'proto': 'udp', 'sport': 53}]}
+    assert _config.validate('p', 'bundled:firewall', plain, 'egress') is plain
 
 
 def test_rate_limiter_settings():
@@ -180,7 +201,7 @@ class FakeMaps:
 
 
 def firewall_maps(fake):
-    return {'rules': fake.layout(1, 'array', 4, 80, 128), 'banks': fake.layout(2, 'array', 4, 8, 2),
+    return {'rules': fake.layout(1, 'array', 4, 80, 128), 'banks': fake.layout(2, 'array', 4, 12, 2),
             'active': fake.layout(3, 'array', 4, 4, 1), 'hits': fake.layout(4, 'percpu_array', 4, 8, 65)}
 
 
@@ -190,7 +211,7 @@ def test_firewall_writes_the_idle_bank_and_flips_active_last(monkeypatch):
     config = {'default': 'drop', 'rules': [{'action': 'pass', 'proto': 'udp', 'dport': 53}]}
     _config.apply('fw', 'bundled:firewall', config, maps)
     assert fake.data[3][struct.pack('=I', 0)] == struct.pack('=I', 1)
-    assert fake.data[2][struct.pack('=I', 1)] == struct.pack('=II', 1, 1)
+    assert fake.data[2][struct.pack('=I', 1)] == struct.pack('=III', 1, 1, 0)
     assert struct.pack('=I', 64) in fake.data[1]  # bank 1 starts at index 64
     flip = fake.writes.index((3, struct.pack('=I', 0)))
     assert all(fd in (1, 2) for fd, _key in fake.writes[:flip])
@@ -198,7 +219,7 @@ def test_firewall_writes_the_idle_bank_and_flips_active_last(monkeypatch):
 
     _config.apply('fw', 'bundled:firewall', None, maps)  # config removed: back to pass-all, other bank
     assert fake.data[3][struct.pack('=I', 0)] == struct.pack('=I', 0)
-    assert fake.data[2][struct.pack('=I', 0)] == struct.pack('=II', 0, 0)
+    assert fake.data[2][struct.pack('=I', 0)] == struct.pack('=III', 0, 0, 0)
 
 
 def test_ddos_rebuilds_the_idle_trie_and_keeps_counters_of_prefixes_that_stay(monkeypatch):
