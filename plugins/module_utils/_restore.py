@@ -43,9 +43,8 @@ class Skip(Exception):
 class Runner:
     """What converge_locked needs of a module, for a run with no Ansible."""
 
-    check_mode = False
-
-    def __init__(self):
+    def __init__(self, check_mode=False):
+        self.check_mode = check_mode
         self.params = {'persist': True}
         self.warnings = []
 
@@ -84,7 +83,7 @@ def desired_of(record):
     return [_chain.ProbeSpec(p['name'], p['source'], p['origin'], p['cflags'], p['config']) for p in record.probes]
 
 
-def apply_record(record, replace=False):
+def apply_record(record, replace=False, check_mode=False):
     """Converge the chain to its record (the caller holds the host lock). replace=False: leave a live chain that
     differs alone (Skip); True (a revert): make the chain the record whatever it runs now.
     Returns (outcome, converge result)."""
@@ -95,9 +94,9 @@ def apply_record(record, replace=False):
             raise Skip('a newer chain is there (%s, not the recorded %s): left as it is'
                        % (', '.join(r.name for r in chain.live), ', '.join(p['name'] for p in record.probes)))
         return desired_of(record)
-    runner = Runner()
+    runner = Runner(check_mode)
     result = _module.converge_locked(runner, chain, desired)
-    if result['changed']:
+    if result['changed'] and not check_mode:
         result['notes'].append('restored from %s: its metrics started fresh' % record.path)
     result['notes'].extend(runner.warnings)
     return ('restored' if result['changed'] else 'unchanged'), result
@@ -125,7 +124,7 @@ def _selected(path, interface, netns):
     return (interface is None or ifname == interface) and (netns is None or label == netns)
 
 
-def restore(interface=None, netns=None, trigger='manual', paths=None, replace=False):
+def restore(interface=None, netns=None, trigger='manual', paths=None, replace=False, check_mode=False):
     """Restore every recorded chain (or those of one interface name / one namespace name: 'host' is the initial
     one). Returns the summary {'restored': [...], 'unchanged': [...], 'skipped': [...], 'failed': [...], ...}."""
     started = time.time()
@@ -137,7 +136,7 @@ def restore(interface=None, netns=None, trigger='manual', paths=None, replace=Fa
             try:
                 record = _persist.load(path)
                 target = record.target
-                outcome, result = apply_record(record, replace)
+                outcome, result = apply_record(record, replace, check_mode)
                 entry = _entry(path, target, outcome, 'rebuilt from its record' if outcome == 'restored'
                                else 'already runs the recorded chain', trigger, result)
             except Skip as e:
@@ -152,8 +151,9 @@ def restore(interface=None, netns=None, trigger='manual', paths=None, replace=Fa
                 entry = _entry(path, target, 'failed', 'unexpected error: %r' % e, trigger)
             summary[entry['outcome']].append(entry)
         summary.update(trigger=trigger, started_at=started, duration_s=round(time.time() - started, 4),
-                       interface=interface, netns=netns, records=len(paths))
-        write_status(summary)
+                       interface=interface, netns=netns, records=len(paths), check_mode=check_mode)
+        if not check_mode:
+            write_status(summary)
     return summary
 
 
