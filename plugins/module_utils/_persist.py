@@ -128,6 +128,17 @@ def _live_probes(chain):
              'config': r.config, 'spec_hash': r.spec_hash, 'image_hash': r.image_hash} for r in chain.live]
 
 
+def fingerprint(probes, xdp_mode):
+    """What facts compare between the live chain and its record: names in order, specs, configs, XDP mode."""
+    view = [[p['name'], p['spec_hash'], _config.config_hash(p['config'])] for p in probes]
+    return hashlib.sha256(json.dumps([view, xdp_mode]).encode()).hexdigest()
+
+
+def fingerprint_of_chain(chain):
+    return fingerprint([{'name': r.name, 'spec_hash': r.spec_hash, 'config': r.config} for r in chain.live],
+                       chain.xdp_mode if chain.mode == 'xdp' else None)
+
+
 def identity_of_chain(chain):
     return identity(target_of(chain), _files_hash(chain.files), _live_probes(chain))
 
@@ -316,7 +327,7 @@ def write(chain):
                                'image': image})
     ident = identity(target_of(chain), _files_hash(chain.files),
                      [dict(p, source_hash=_compile.sha256(p['source'])) for p in body['probes']])
-    text = encode({'identity': ident}, body)
+    text = encode({'identity': ident, 'fingerprint': fingerprint(body['probes'], body['xdp_mode'])}, body)
     if len(text) > MAX_RECORD_BYTES:
         remove(path)
         raise RecordError('the chain on %s (%s-%s) makes a record of %d bytes, more than the %d a record may be: it '
@@ -360,3 +371,28 @@ def sync(chain, persist=True):
 
 def opted_out(path):
     return os.path.exists(path[:-len('.json')] + OFF_SUFFIX)
+
+
+def view_of(chain, status_entry=None):
+    """What facts say about a live chain's record (read-only: the header line only) and its last restore."""
+    path = path_of(chain)
+    header = read_header(path)
+    view = {'record': path if header is not None else None, 'persist': not opted_out(path), 'drift': [],
+            'restored': None}
+    if header is None and view['persist'] and chain.live:
+        view['drift'].append('no record of this chain in %s: a reboot would not bring it back (the next run of its '
+                             'task writes it)' % RECORDS_ROOT)
+    elif header is not None and header.get('fingerprint') != fingerprint_of_chain(chain):
+        view['drift'].append('the live chain differs from its record %s: a reboot would bring back the recorded one '
+                             '(the next run of its task records it again)' % path)
+    if status_entry is not None:
+        view['restored'] = dict((k, status_entry.get(k)) for k in ('outcome', 'reason', 'record', 'trigger', 'at'))
+        view['restored']['metrics_fresh'] = status_entry.get('outcome') == 'restored'
+    return view
+
+
+def status_key(chain):
+    """How restore.json names a chain: <netns>/<interface>/<mode>-<hook> (netns: host, a name, or path:<inode>)."""
+    kind, name = netns_key(chain.netns)
+    netns = {'host': 'host', 'netns': name}.get(kind, 'path:%s' % name)
+    return '%s/%s/%s-%s' % (netns, chain.interface, chain.mode, chain.hook)

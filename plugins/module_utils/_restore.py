@@ -163,8 +163,9 @@ def write_status(summary):
     chains = status.get('chains') if isinstance(status.get('chains'), dict) else {}
     for outcome in OUTCOMES:
         for entry in summary[outcome]:
-            chains[entry.get('netns', '?') + '/' + entry.get('interface', entry['record']) + '/' +
-                   '%s-%s' % (entry.get('mode', '?'), entry.get('hook', '?'))] = entry
+            key = entry['record'] if 'interface' not in entry else '%s/%s/%s-%s' % (
+                entry['netns'], entry['interface'], entry['mode'], entry['hook'])
+            chains[key] = entry
     if len(chains) > MAX_STATUS_CHAINS:
         for key in sorted(chains, key=lambda k: chains[k].get('at', 0))[:len(chains) - MAX_STATUS_CHAINS]:
             del chains[key]
