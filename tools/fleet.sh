@@ -195,6 +195,8 @@ all:
     # --system-site-packages and has pyroute2 (the prereqs role's auto check finds it and makes no venv)
     ansible_python_interpreter: $PYTHON
     fleet_dir: $FLEET_DIR
+    # the prereqs role installs the boot restore (ebpf_restore) on each host's own tmpfs, not in the shared /usr, /etc
+    prereqs_restore_root: /var/lib/netprobe/sysroot
     # what playbooks/deploy.yml puts on each host: a counter on the probe link's ingress
     chain_interfaces:
       - interface: probe0
