@@ -168,8 +168,7 @@ class Record:
 
     @property
     def target(self):
-        return dict((k, self.body[k]) for k in ('netns_kind', 'netns_name', 'netns_spec', 'interface', 'hook',
-                                                 'mode', 'xdp_mode', 'attach', 'tc_position', 'mode_switch'))
+        return dict((k, self.body[k]) for k in _TARGET_KEYS)
 
     @property
     def probes(self):

@@ -105,7 +105,7 @@ options:
         The desired chain is then exactly the recorded one, as with O(purge=true).
       - The same atomic edits as any other change; in check mode the planned chain is reported and nothing
         changes. A second rollback changes nothing (the chain already runs the recorded spec).
-      - A chain created since the last reboot has a record even before it changed: there was no chain. Its
+      - A chain created since the last reboot has a record even before it changed (that there was no chain). Its
         rollback removes the chain (the rollback of a canary's first deployment), and a second rollback
         then changes nothing.
       - Fails, changing nothing, when no previous spec is recorded (a chain that has not changed since a
@@ -216,7 +216,7 @@ previous:
   description:
     - The spec a O(rollback=true) would return to (recorded before this run's change, or earlier);
       null when none is recorded. Sources are given by their hash.
-    - An empty O(previous.probes) list means the chain did not exist before: a rollback removes it.
+    - An empty RV(previous.probes) list means the chain did not exist before, so a rollback removes it.
   returned: success
   type: dict
   contains:

@@ -27,7 +27,7 @@ description:
     (a newer run put it there) is never replaced; a record that is corrupt, truncated, too large or of another
     version is refused whole.
   - O(state=absent) removes the engine, the launcher, the unit and the rule. The records stay (they belong to the
-    chains: M(netprobe.ebpf.ebpf_chain) with O(netprobe.ebpf.ebpf_chain#module:state=absent) or
+    chains; M(netprobe.ebpf.ebpf_chain) with O(netprobe.ebpf.ebpf_chain#module:state=absent) or
     O(netprobe.ebpf.ebpf_chain#module:persist=false) removes one).
 author:
   - netprobe.ebpf contributors (@netprobe)
