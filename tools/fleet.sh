@@ -266,6 +266,8 @@ $login
     # the hosts share this machine's /etc/fstab: no boot-time bpffs line from the prereqs role (the kernel
     # matrix VMs prove that part)
     prereqs_bpffs_persist: none
+    # the prereqs role installs the boot restore (ebpf_restore) on each host's own tmpfs, not in the shared /usr, /etc
+    prereqs_restore_root: /var/lib/netprobe/sysroot
     # what playbooks/deploy.yml puts on each host: a counter on the probe link's ingress
     chain_interfaces:
       - interface: probe0

@@ -84,6 +84,16 @@ options:
         filters always run after every TCX program.
     type: raw
     default: last
+  persist:
+    description:
+      - Keep the chain's last-known-good on the host, under C(/var/lib/netprobe/records) - its target options, each
+        probe's spec, config and bytecode - written when the chain or its record changes (an unchanged run reads
+        one header line), removed with O(state=absent). M(netprobe.ebpf.ebpf_restore) rebuilds the chain from it at
+        boot and when its interface is recreated, with no controller and no compiler (C(docs/persistence.md)).
+      - V(false) removes the record (a reboot then leaves the chain gone until the next run). The result's
+        C(record) says what was done (C(state) - C(written), C(unchanged), C(removed), C(none) or C(failed)).
+    type: bool
+    default: true
   _netprobe_files:
     description:
       - Internal. The C files of the collection's C(bpf/) directory, read on the controller and sent by

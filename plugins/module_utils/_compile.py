@@ -236,10 +236,11 @@ class Images:
     """Where a probe's image comes from: shipped with the task (prebuilt bytecode), this host's cache,
     or a bcc compile (then cached). One compile per spec per host, whatever the number of interfaces."""
 
-    def __init__(self, files, shipped=None, cache=None):
+    def __init__(self, files, shipped=None, cache=None, can_compile=True):
         self.files = files
         self.shipped = shipped or {}
         self.cache = cache or _image.Cache()
+        self.can_compile = can_compile  # False: bytecode only (a restore from a record never compiles)
         self.compiled = []      # (probe name, spec hash) compiled by this process
         self.warnings = []
         self._memo = {}
@@ -254,6 +255,14 @@ class Images:
         wanted = spec_hash(source, cflags, mode, self.files)
         self._memo[wanted] = (self._build(name, source, cflags, mode, wanted), 'bcc')
         return self._memo[wanted]
+
+    def known(self, spec):
+        """The image of this spec when one is at hand without a compile (this run's, shipped, cached), else []."""
+        try:
+            found = self._find('of spec %s' % spec[:12], spec)
+        except NetprobeError:
+            return []
+        return [found[0]] if found else []
 
     def _find(self, name, spec):
         if spec in self._memo:
@@ -277,6 +286,9 @@ class Images:
         return found
 
     def _build(self, name, source, cflags, mode, spec):
+        if not self.can_compile:
+            raise NetprobeError('probe %r has no bytecode for spec %s here, and this run loads bytecode only (it never '
+                                'compiles): nothing of this chain was changed' % (name, spec[:12]))
         try:
             import_bcc()
         except MissingLibrary:

@@ -16,7 +16,7 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _limits, _metrics, _state, _swap
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _limits, _metrics, _persist, _restore, _state, _swap
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 from ansible_collections.netprobe.ebpf.plugins.module_utils._records import ProbeRecord
 
@@ -99,7 +99,7 @@ def open_chain(state):
 # --- chains --------------------------------------------------------------------------------------
 
 
-def describe_chain(state, filters):
+def describe_chain(state, filters, status=None):
     """The chain as the kernel has it now, with drift against the last apply. Read-only."""
     chain = open_chain(state)
     if chain is None:
@@ -122,6 +122,8 @@ def describe_chain(state, filters):
                                       'the last ones never see a packet; shorten it' % described['limit'])
         described['probes'] = [_probe_view(p, p['position'], live.get(p['name']))
                                for p in described['probes'] if filters.probe(p['name'])]
+        described['persistence'] = _persist.view_of(chain, ((status or {}).get('chains') or {}).get(
+            _persist.status_key(chain)))
     return described
 
 
@@ -205,10 +207,14 @@ def gather(filters, subsets, consume=False, warnings=None):
         result['metrics'] = []
     if not result:
         return result
+    status = _restore.read_status() if 'chains' in subsets else None
+    if 'chains' in subsets:
+        # the last restore (boot, udev, ebpf_restore): what it restored, skipped and could not restore
+        result['restore'] = status
     with host_lock():
         for state in chain_states(filters):
             if 'chains' in subsets:
-                result['chains'].append(describe_chain(state, filters))
+                result['chains'].append(describe_chain(state, filters, status))
             if 'metrics' not in subsets:
                 continue
             wanted = [ProbeRecord.from_json(r) for r in state['probes'] if filters.probe(r['name'])]

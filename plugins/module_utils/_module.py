@@ -15,7 +15,8 @@ import re
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _compile, _history, _limits, _netlink, _state
+from ansible_collections.netprobe.ebpf.plugins.module_utils import (
+    _chain, _compile, _history, _limits, _netlink, _persist, _state)
 from ansible_collections.netprobe.ebpf.plugins.module_utils._compile import HEADER_FILES, MissingLibrary
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
@@ -29,6 +30,7 @@ TARGET_ARGS = dict(
     xdp_attach=dict(type='str', default='auto', choices=['auto', 'link', 'netlink']),
     tc_attach=dict(type='str', default='auto', choices=['auto', 'tcx', 'cls_bpf']),
     tc_position=dict(type='raw', default='last'),
+    persist=dict(type='bool', default=True),
 )
 
 CODE_ARGS = dict(
@@ -122,9 +124,13 @@ def converge_locked(module, chain, desired_from):
             _netlink.link_index(chain.ipr, chain.interface, chain.netns)
         before = chain.diff_view(chain.live)
         if not desired and not chain.live and not chain.drift:
-            return dict(changed=False, chain=chain.describe(), drift=[], notes=[],
-                        previous=_history.summary_of(_history.rollback_point(chain)),
-                        diff=dict(before=before, after=before))
+            result = dict(changed=False, chain=chain.describe(), drift=[], notes=[],
+                          previous=_history.summary_of(_history.rollback_point(chain)),
+                          diff=dict(before=before, after=before))
+            if not module.check_mode:  # a chain gone (a reboot) whose record would bring it back at the next boot
+                result['record'] = record(module, chain)
+                result['changed'] = result['record']['state'] == 'removed'
+            return result
         plan = chain.plan(desired)
         changed = plan.changes
         predicted = chain.predicted(plan, desired)
@@ -138,9 +144,23 @@ def converge_locked(module, chain, desired_from):
         else:
             previous = _history.rollback_point(chain)
         described = chain.describe(predicted if module.check_mode else None)
-        return dict(changed=changed, chain=described, drift=chain.drift, notes=chain.notes,
-                    previous=_history.summary_of(previous),
-                    diff=dict(before=before, after=chain.diff_view(predicted)))
+        result = dict(changed=changed, chain=described, drift=chain.drift, notes=chain.notes,
+                      previous=_history.summary_of(previous),
+                      diff=dict(before=before, after=chain.diff_view(predicted)))
+        if not module.check_mode:
+            result['record'] = record(module, chain)
+        return result
+
+
+def record(module, chain):
+    """The chain's last-known-good follows it (_persist.py); a record that cannot be written is a warning: the
+    chain itself was converged."""
+    try:
+        return _persist.sync(chain, module.params.get('persist', True))
+    except (NetprobeError, OSError) as e:
+        msg = e.msg if isinstance(e, NetprobeError) else 'the chain record could not be written: %s' % os_error_message(e)
+        module.warn(msg)
+        return {'path': _persist.path_of(chain), 'state': 'failed', 'error': msg}
 
 
 def finish(module, result, images):

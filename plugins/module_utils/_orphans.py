@@ -17,7 +17,7 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _netlink, _state
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _netlink, _persist, _state
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 
@@ -37,7 +37,13 @@ def remove(netns_id, netns, interface, mode, hook, check_mode=False):
     paths = _state.ChainPaths(netns_id, interface, '%s-%s' % (mode, hook))
     with _state.HostLock():
         state = _state.load_state(paths.state_file)
-        present = [p for p in (paths.pin_dir, paths.state_file) if os.path.lexists(p)]
+        # its record too, when the namespace had a name: the chain is not wanted back when a namespace of that name
+        # appears again
+        record = None
+        if netns and not netns.startswith('/'):
+            record = os.path.join(_persist.key_dir('netns', _state.check_name('network namespace name', netns)),
+                                  _state.check_ifname(interface), '%s-%s.json' % (mode, hook))
+        present = [p for p in (paths.pin_dir, paths.state_file, record) if p and os.path.lexists(p)]
         if state is not None and (state.get('netns') or None) != (netns or None):
             raise NetprobeError('the chain recorded under netns_id %d belongs to network namespace %r, not %r: '
                                 'namespace inodes are reused, so nothing was removed' % (netns_id, state.get('netns'),
@@ -51,6 +57,8 @@ def remove(netns_id, netns, interface, mode, hook, check_mode=False):
             return result
         _state.remove_tree(paths.pin_dir)
         _state.delete_state(paths.state_file)
+        if record:
+            _persist.remove(record)
         _state.mark(paths.clsact_marker, False)
         _state.prune_empty_parents(paths.clsact_marker, os.path.join(_state.RUN_ROOT, 'clsact'))
         return result

@@ -189,6 +189,14 @@ notes:
   returned: success
   type: list
   elements: str
+record:
+  description:
+    - What happened to the chain's record on the host (see O(persist)) - C(path), C(persist), and C(state) -
+      C(written), C(unchanged), C(removed), C(none) (nothing recorded) or C(failed) (with C(error); a warning, the
+      chain itself was converged).
+  returned: success, not in check mode
+  type: dict
+  sample: {path: /var/lib/netprobe/records/host/eth0/xdp-ingress.json, persist: true, state: written}
 compiled:
   description: Probes compiled during this run (empty on an unchanged rerun, and when bytecode was loaded).
   returned: success

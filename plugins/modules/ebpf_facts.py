@@ -108,9 +108,22 @@ ansible_facts:
               pin_dir, drift (list of differences with the last apply) and probes in order (name, position,
               slot, prog_id, tag, source_hash, spec_hash, origin, config, metrics with their features, lost,
               and swap with the active copy for probes with an NP_SWAP metric).
+            - Each chain also has C(persistence) - C(record) (the path of its last-known-good, null when there is
+              none), C(persist) (false when the chain opted out), C(drift) (the live chain differs from its record,
+              or a persisted chain has no record) and C(restored) (null, or the last restore's C(outcome), C(reason),
+              C(record), C(trigger), C(at) and C(metrics_fresh) - a restored chain's metrics started at the restore).
+              See C(docs/persistence.md).
           returned: when gathered
           type: list
           elements: dict
+        restore:
+          description:
+            - What the last restore since the boot did (M(netprobe.ebpf.ebpf_restore), the boot unit, the udev rule),
+              from C(/run/netprobe/restore.json) - C(last_run) (trigger, duration_s, counts) and C(chains), per
+              chain its latest outcome (restored, unchanged, skipped, failed) with its reason, including chains that
+              could not be restored. Null when no restore ran since the boot.
+          returned: when chains are gathered
+          type: dict
         metrics:
           description:
             - One entry per exported metric map, with netns, interface, hook, mode, probe, map, type, features,

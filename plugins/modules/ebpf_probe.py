@@ -161,6 +161,14 @@ chain:
       type: list
       elements: dict
       returned: always
+record:
+  description:
+    - What happened to the chain's record on the host (see O(persist)) - C(path), C(persist), and C(state) -
+      C(written), C(unchanged), C(removed), C(none) (nothing recorded) or C(failed) (with C(error); a warning, the
+      chain itself was converged).
+  returned: success, not in check mode
+  type: dict
+  sample: {path: /var/lib/netprobe/records/host/eth0/xdp-ingress.json, persist: true, state: written}
 compiled:
   description: Probes compiled during this run (empty on an unchanged rerun).
   returned: success

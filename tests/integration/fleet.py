@@ -87,3 +87,10 @@ class Fleet:
     def facts(self):
         return dict((h, r['ansible_facts']['netprobe'])
                     for h, r in self.adhoc('fleet', 'ebpf_facts', {'gather_subset': ['chains', 'metrics']}).items())
+
+    def host_cmd(self, host, *cmd, check=True, timeout=60):
+        """cmd inside the host's mount and network namespaces (those of its sshd), as a process of that host."""
+        with open(os.path.join(self.dir, 'hosts', host, 'sshd.pid')) as f:
+            pid = f.read().split()[0]
+        return subprocess.run(['nsenter', '-t', pid, '-m', '-n', '--'] + list(cmd), capture_output=True, text=True,
+                              check=check, timeout=timeout)

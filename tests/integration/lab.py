@@ -23,6 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.path.dirname(sys.executable)  # ansible of the same venv as pytest
 PIN_ROOT = '/sys/fs/bpf/netprobe'
 RUN_ROOT = '/run/netprobe'
+RECORDS_ROOT = '/var/lib/netprobe/records'  # chain records, keyed by namespace NAME (they outlive inodes)
 
 
 def sh(*args, check=True):
@@ -34,6 +35,7 @@ class Lab:
 
     def __init__(self, ipv6=False):
         tag = secrets.token_hex(3)
+        self.prefix = 'npt-%s-' % tag  # every namespace of this lab (and those tests derive from it) starts so
         self.ns_a, self.ns_b = 'npt-%s-a' % tag, 'npt-%s-b' % tag
         subnet = int(tag[:2], 16)
         self.ip_a, self.ip_b = '198.18.%d.1' % subnet, '198.18.%d.2' % subnet
@@ -136,9 +138,15 @@ class Lab:
                 shutil.rmtree(os.path.join(RUN_ROOT, 'chains', str(ino)), ignore_errors=True)
                 shutil.rmtree(os.path.join(RUN_ROOT, 'clsact', str(ino)), ignore_errors=True)
                 shutil.rmtree(os.path.join(RUN_ROOT, 'history', str(ino)), ignore_errors=True)
+                shutil.rmtree(os.path.join(RECORDS_ROOT, 'path', str(ino)), ignore_errors=True)
                 sh('ip', 'netns', 'del', ns, check=False)
-        if os.path.isdir(PIN_ROOT) and not os.listdir(PIN_ROOT):
-            os.rmdir(PIN_ROOT)
+        named = os.path.join(RECORDS_ROOT, 'netns')
+        for name in (os.listdir(named) if os.path.isdir(named) else []):
+            if name.startswith(self.prefix):
+                shutil.rmtree(os.path.join(named, name), ignore_errors=True)
+        for root in (PIN_ROOT, named, os.path.join(RECORDS_ROOT, 'path'), RECORDS_ROOT):
+            if os.path.isdir(root) and not os.listdir(root):
+                os.rmdir(root)
 
 
 class Receiver:

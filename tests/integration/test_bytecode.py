@@ -450,6 +450,7 @@ ROLE_PLAYBOOK = '''
         prereqs_compiler: none
         prereqs_bpffs_persist: none
         prereqs_record_path: "{{ record }}"
+        prereqs_restore: false
 '''
 
 
