@@ -106,13 +106,19 @@ def _bcc_info():
 
 
 def _pyroute2_version():
+    """The installed distribution's version first: distro builds (Debian's 0.7.2) say `unknown` in
+    pyroute2.__version__, which no version comparison can use."""
     if _netlink.PYROUTE2_IMPORT_ERROR is not None:
         return None
     try:
         import pyroute2  # pylint: disable=import-outside-toplevel
-        return getattr(pyroute2, '__version__', None) or 'unknown'
     except ImportError:
         return None
+    try:
+        from importlib import metadata  # pylint: disable=import-outside-toplevel
+        return metadata.version('pyroute2')
+    except Exception:  # pylint: disable=broad-except  # no importlib.metadata, or no metadata installed
+        return getattr(pyroute2, '__version__', None) or 'unknown'
 
 
 def _read(path):

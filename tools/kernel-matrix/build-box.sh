@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build (or reuse) the kernel-matrix Vagrant box from Debian's archive alone:
-#   a bookworm root filesystem (debootstrap) with python3, bcc, pyroute2, iproute2, ping, bpftool,
+#   a bookworm root filesystem (debootstrap) with python3, python3-venv, bcc, iproute2, ping, bpftool and
+#   Debian 12's own python3-pyroute2 (0.7, older than the modules need: the guests start as a bare
+#   Debian 12 target, and the prereqs role builds its venv from the controller's package index),
 #   one kernel per matrix entry (5.10 bullseye, 6.1 bookworm, 6.12 bookworm-backports, the newest 7.x from
 #   trixie-backports) and, for each, its headers unpacked into /usr/src with /lib/modules/<release>/build pointing at them.
 # The kernels and initrds are copied out next to the box: VMs boot them directly (one box, every kernel).
@@ -60,7 +62,7 @@ if [ -f "$BOX_DIR/netprobe-kernel-matrix.box" ] && [ -z "${FORCE:-}" ]; then
 fi
 log "building box $key for ${abis[*]}"
 
-# --- downloads: kernel images, headers (+ their -common), the pyroute2 wheel ----------------------
+# --- downloads: kernel images, headers (+ their -common) ---------------------------------------------
 t0=$(date +%s)
 ( cd "$DEBS"
   for abi in "${abis[@]}"; do
@@ -73,8 +75,6 @@ t0=$(date +%s)
     if [ -n "$base" ] && ! ls linux-base_"${base//:/%3a}"_*.deb >/dev/null 2>&1; then apt-get download -q "linux-base=$base"; fi
   done )
 unset APT_CONFIG
-ls "$DEBS"/pyroute2-0.9.7-*.whl >/dev/null 2>&1 ||
-  "$KM_VENV/bin/pip" download -q --disable-pip-version-check --no-deps -d "$DEBS" pyroute2==0.9.7
 log "downloads: $(( $(date +%s) - t0 )) s"
 
 # --- root filesystem -------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ umount_all
 if [ ! -f "$BUILD/rootfs.stamp" ]; then
   rm -rf "$ROOTFS"
   debootstrap --variant=minbase \
-    --include=systemd-sysv,udev,dbus,openssh-server,python3,python3-pip,python3-bpfcc,iproute2,iputils-ping,kmod,bpftool,sudo,netbase,procps,less,initramfs-tools,linux-base,zstd \
+    --include=systemd-sysv,udev,dbus,openssh-server,python3,python3-venv,python3-pyroute2,python3-bpfcc,iproute2,iputils-ping,kmod,bpftool,sudo,netbase,procps,less,initramfs-tools,linux-base,zstd \
     bookworm "$ROOTFS" "$MIRROR" > "$BUILD/debootstrap.log" 2>&1 || { tail -30 "$BUILD/debootstrap.log"; exit 1; }
   touch "$BUILD/rootfs.stamp"
 fi
@@ -111,7 +111,7 @@ for m in proc sys dev dev/pts; do
 done
 printf '#!/bin/sh\nexit 101\n' > "$ROOTFS/usr/sbin/policy-rc.d"; chmod +x "$ROOTFS/usr/sbin/policy-rc.d"
 mkdir -p "$ROOTFS/tmp/km"
-cp "$DEBS"/linux-*.deb "$DEBS"/pyroute2-0.9.7-*.whl "$ROOTFS/tmp/km/"
+cp "$DEBS"/linux-*.deb "$ROOTFS/tmp/km/"
 install -m 0644 "$KM_CACHE/keys/id_ed25519.pub" "$ROOTFS/tmp/km/key.pub"
 printf '%s\n' "${abis[@]}" > "$ROOTFS/tmp/km/abis"
 chroot "$ROOTFS" /bin/bash -euo pipefail <<'CHROOT'
@@ -148,7 +148,9 @@ for abi in $(cat /tmp/km/abis); do
   dpkg -l "linux-image-$abi" 2>/dev/null | grep -q '^ii' ||
     dpkg -i $(ls /tmp/km/linux-*-"$abi"_*.deb /tmp/km/linux-image-"$abi"_*.deb 2>/dev/null | grep -v '/linux-headers-' | sort -u)
 done
-python3 -m pip install -q --no-index --no-deps --break-system-packages /tmp/km/pyroute2-0.9.7-*.whl
+# a bare Debian 12 target: no pip in the system Python, Debian's pyroute2 0.7; venv must bootstrap pip (ensurepip)
+python3 -c 'import ensurepip, importlib.metadata as m; v = m.version("pyroute2"); assert v.startswith("0.7."), v'
+if python3 -m pip --version >/dev/null 2>&1; then echo 'pip in the system Python: not a bare target' >&2; exit 1; fi
 # network: DHCP on the management NIC, nothing else waits for it
 mkdir -p /etc/systemd/network
 printf '[Match]\nName=e*\n[Network]\nDHCP=ipv4\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n' > /etc/systemd/network/50-dhcp.network

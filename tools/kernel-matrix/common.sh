@@ -6,6 +6,12 @@ KM_CACHE="${KM_CACHE:-$KM_REPO/.cache/kernel-matrix}"
 KM_VENV="$KM_CACHE/venv"
 KM_NETNS="${KM_NETNS:-kmx-vmlab}"
 KM_RUN="$KM_CACHE/run"
+# The guests' Python package index (pyroute2 for the prereqs role's venv): a PEP 503 "simple" tree under
+# $KM_INDEX (install-deps.sh), served by libvirt-ns.sh inside $KM_NETNS, where the guests reach the host
+# side of the management network (198.19.250.1) and nothing else
+KM_INDEX="$KM_CACHE/index"
+KM_INDEX_PORT="${KM_INDEX_PORT:-8650}"
+KM_PYROUTE2=0.9.7
 KM_BOX_NAME="netprobe/kernel-matrix"
 # Kernels of the matrix: short name -> Debian package ABI name, resolved from the archive at build time
 KM_ALL_KERNELS="5.10 6.1 6.12 7.x"

@@ -62,5 +62,29 @@ J
   printf -- '---\nrequires_ansible: ">=2.9"\n' > "$cv/meta/runtime.yml"
 fi
 
+# The package index the guests install pyroute2 from (they have no route to any archive): the wheel from
+# PyPI, once, in a PEP 503 "simple" tree (libvirt-ns.sh serves it on the management network).
+if ! ls "$KM_INDEX/simple/pyroute2/pyroute2-$KM_PYROUTE2-"*.whl >/dev/null 2>&1; then
+  log "pip: pyroute2 $KM_PYROUTE2 for the guests' package index"
+  mkdir -p "$KM_INDEX/simple/pyroute2"
+  "$KM_VENV/bin/pip" download -q --disable-pip-version-check --no-deps -d "$KM_INDEX/simple/pyroute2" "pyroute2==$KM_PYROUTE2"
+fi
+"$KM_VENV/bin/python" - "$KM_INDEX/simple" <<'PY'
+import hashlib, os, sys
+simple = sys.argv[1]
+projects = sorted(d for d in os.listdir(simple) if os.path.isdir(os.path.join(simple, d)))
+page = '<!DOCTYPE html>\n<html><body>\n%s</body></html>\n'
+with open(os.path.join(simple, 'index.html'), 'w') as f:
+    f.write(page % ''.join('<a href="%s/">%s</a>\n' % (p, p) for p in projects))
+for p in projects:
+    files = sorted(n for n in os.listdir(os.path.join(simple, p)) if n.endswith(('.whl', '.tar.gz')))
+    links = ''
+    for n in files:
+        with open(os.path.join(simple, p, n), 'rb') as w:
+            links += '<a href="%s#sha256=%s">%s</a>\n' % (n, hashlib.sha256(w.read()).hexdigest(), n)
+    with open(os.path.join(simple, p, 'index.html'), 'w') as f:
+        f.write(page % links)
+PY
+
 mountpoint -q /sys/fs/bpf || true
 log "host dependencies ready"

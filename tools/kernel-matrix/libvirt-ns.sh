@@ -34,7 +34,14 @@ start() {
   "${VIRSH[@]}" version >/dev/null
   # transient pool: nothing persistent under /etc/libvirt; the volumes (box image) survive for reuse
   "${VIRSH[@]}" pool-info default >/dev/null 2>&1 || "${VIRSH[@]}" pool-create-as default dir --target "$POOL_DIR" >/dev/null
-  log "libvirtd running in netns $KM_NETNS (pid $(cat "$KM_RUN/libvirtd.pid"))"
+  # the guests' package index (install-deps.sh fills it), on every address of our namespace: lo and the
+  # kmx-mgmt bridge (198.19.250.1, created with the first VM) are all it has
+  if ! pid_alive "$KM_RUN/index.pid"; then
+    ip netns exec "$KM_NETNS" python3 -m http.server "$KM_INDEX_PORT" --bind 0.0.0.0 --directory "$KM_INDEX" \
+      >"$KM_RUN/index.log" 2>&1 &
+    echo $! > "$KM_RUN/index.pid"
+  fi
+  log "libvirtd running in netns $KM_NETNS (pid $(cat "$KM_RUN/libvirtd.pid")), package index on port $KM_INDEX_PORT"
 }
 
 stop() {
@@ -52,7 +59,7 @@ stop() {
     done
     "${VIRSH[@]}" pool-destroy default >/dev/null 2>&1 || true
   fi
-  for d in libvirtd virtlogd; do
+  for d in index libvirtd virtlogd; do
     if pid_alive "$KM_RUN/$d.pid"; then
       pid="$(cat "$KM_RUN/$d.pid")"; kill "$pid"
       for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
@@ -71,7 +78,7 @@ stop() {
 }
 
 status() {
-  for d in libvirtd virtlogd; do pid_alive "$KM_RUN/$d.pid" && echo "$d running" || echo "$d stopped"; done
+  for d in index libvirtd virtlogd; do pid_alive "$KM_RUN/$d.pid" && echo "$d running" || echo "$d stopped"; done
   ip netns list | grep -w "^$KM_NETNS" || echo "netns $KM_NETNS absent"
 }
 

@@ -7,6 +7,8 @@
 #
 #   KERNELS="5.10 6.1 6.12 7.x host"   subset to run (default: all of them)
 #   KM_FALLBACK_KERNELS="6.1" kernels converged without their exact headers (collection's fallback)
+#   KM_REMOVE_KERNELS="6.1"   kernels whose guest then runs playbooks/remove.yml (molecule side-effect:
+#                              molecule/kernel-matrix/remove.yml); row "remove", n/a elsewhere
 #   KM_STAGE_LIMIT=900         seconds any one stage may take (a normal one takes 10-120 s under TCG);
 #                              a stage that hangs is stopped there, counted failed (rc 124) and its log's
 #                              last tasks are printed, so one hang cannot eat the run's time
@@ -17,6 +19,7 @@ KERNELS="${KERNELS:-$KM_ALL_KERNELS host}"
 # shellcheck disable=SC2086 # KERNELS is a list of words
 VM_KERNELS="$(printf '%s\n' $KERNELS | grep -vx host | tr '\n' ' ' || true)"
 KM_FALLBACK_KERNELS="${KM_FALLBACK_KERNELS-6.1}"
+KM_REMOVE_KERNELS="${KM_REMOVE_KERNELS-6.1}"
 LOGS="$KM_CACHE/logs"; RESULTS="$KM_CACHE/results"
 mkdir -p "$LOGS" "$RESULTS"
 rm -f "$RESULTS"/*.json "$RESULTS"/*.stages
@@ -142,7 +145,7 @@ INV
   : > "$LOGS/host.log"
   log "host kernel $(uname -r) (headers $host_headers, namespaces kmx-a-$HOST_TAG kmx-b-$HOST_TAG)"
   t0=$(date +%s)
-  echo "create skip 0" > "$RESULTS/host.stages"
+  printf 'create skip 0\nremove skip 0\n' > "$RESULTS/host.stages"
   if host_stage converge; then host_stage idempotence || true; fi
   host_stage verify || true
   host_stage teardown || true
@@ -171,12 +174,15 @@ if [ "$(cat "$VAGRANT_HOME/kmx-box-key" 2>/dev/null)" != "$KM_BOX_KEY" ]; then
   log "vagrant box add: $(( $(date +%s) - t0 )) s"
 fi
 
-molecule_stage() {  # $1 stage; records "stage rc seconds" for the table
-  local stage=$1 t0 rc=0
+molecule_stage() {  # $1 molecule command, $2 its row in the table (default $1); records "row rc seconds"
+  local stage=$1 row=${2:-$1} t0 rc=0 lines
   t0=$(date +%s)
+  lines=$(wc -l < "$LOGS/$KNAME.log")
   ( cd "$KM_REPO" && bounded ip netns exec "$KM_NETNS" molecule "$stage" -s kernel-matrix ) >>"$LOGS/$KNAME.log" 2>&1 || rc=$?
+  # molecule skips a side effect whose playbook it cannot find with rc 0: that is a failure here
+  if [ "$stage" = side-effect ] && [ $rc -eq 0 ] && tail -n +"$((lines + 1))" "$LOGS/$KNAME.log" | grep -q 'Missing playbook'; then rc=1; fi
   [ $rc -eq 0 ] || show_failure "$KNAME" "$stage" "$rc" "$LOGS/$KNAME.log"
-  echo "$stage $rc $(( $(date +%s) - t0 ))" >> "$RESULTS/$KNAME.stages"
+  echo "$row $rc $(( $(date +%s) - t0 ))" >> "$RESULTS/$KNAME.stages"
   log "$KNAME $stage: rc=$rc $(( $(date +%s) - t0 )) s"
   return $rc
 }
@@ -195,6 +201,10 @@ for k in $VM_KERNELS; do
     console_start
     if molecule_stage converge; then molecule_stage idempotence || true; fi
     molecule_stage verify || true
+    case " $KM_REMOVE_KERNELS " in
+      *" $k "*) molecule_stage side-effect remove || true ;;
+      *) echo "remove skip 0" >> "$RESULTS/$KNAME.stages" ;;
+    esac
   fi
   molecule_stage destroy || true
   console_stop
