@@ -49,7 +49,7 @@ def chain(fleet, args=None, **extra):
 def reboot(fleet):
     """What a reboot leaves: no pins, no /run/netprobe, no attachment, no bytecode cache (the records stay)."""
     fleet.host_cmd(HOST, 'sh', '-ec', 'umount -l /sys/fs/bpf; mount -t bpf -o mode=700 bpf /sys/fs/bpf; '
-                   'umount -l /run/netprobe; mount -t tmpfs -o mode=700,size=64m tmpfs /run/netprobe; '
+                   'rm -rf /run/netprobe; '
                    'ip link set dev probe0 xdp off; rm -rf /var/cache/netprobe/images')
     assert not attached_prog(fleet)
 
