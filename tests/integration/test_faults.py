@@ -129,6 +129,7 @@ class CountingIPRoute:
 
 class FakeModule:
     check_mode = False
+    params = {}  # an ebpf_chain run's defaults (persist: true)
 
     def warn(self, _msg):
         pass
