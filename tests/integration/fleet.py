@@ -2,6 +2,7 @@
 """A fleet lab (tools/fleet.sh) driven from Python: up, traffic from each host's peer, playbooks and ad-hoc
 modules over ssh, down. Used by tests/integration/test_fleet.py, test_fleet_become.py and benchmarks/fleet.py."""
 
+import contextlib
 import json
 import os
 import re
@@ -50,6 +51,17 @@ class Fleet:
         """Continuous pings from every peer, until stopped."""
         return [subprocess.Popen(['ip', 'netns', 'exec', self.peer(h), 'ping', '-q', '-i', '0.02', '198.18.0.2'],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for h in self.hosts]
+
+    @contextlib.contextmanager
+    def flowing(self):
+        """traffic() for the length of a with block, stopped however the block ends."""
+        procs = self.traffic()
+        try:
+            yield procs
+        finally:
+            for p in procs:
+                p.terminate()
+                p.wait()
 
     def playbook(self, playbook, extra_vars=None, limit=None, forks=None, env=None):
         """ansible-playbook over ssh, aimed at group fleet unless extra_vars name other hosts (HOST_PATTERNS);

@@ -130,8 +130,7 @@ def test_fleet_rollout_canary_fails_gate_and_rolls_back(fleet):
     assert all(r['_status'] in ('SUCCESS', 'CHANGED') for r in ready.values()), ready
     before = fleet.facts()
     canary, others = fleet.hosts[0], fleet.hosts[1:]
-    traffic = fleet.traffic()
-    try:
+    with fleet.flowing():
         rc, recap, out = fleet.playbook('playbooks/rollout.yml', {
             'rollout_chains': [{'interface': 'probe0', 'probes': [SEEN, DROP_ICMP, PASSED]}],
             'rollout_gate': GATE, 'rollout_serial': [1]})
@@ -142,10 +141,6 @@ def test_fleet_rollout_canary_fails_gate_and_rolls_back(fleet):
         assert task_hosts(out, 'Apply the new chains') == [[canary]]
         time.sleep(1)
         after = fleet.facts()
-    finally:
-        for p in traffic:
-            p.terminate()
-            p.wait()
     # the canary is back on its previous chain: same probes, same positions, same programs, traffic passing
     assert probes_of(after[canary]) == probes_of(before[canary]) == [('seen', 0, probes_of(before[canary])[0][2])]
     assert chain_of(after[canary])['attached'] and not chain_of(after[canary])['drift']
@@ -164,16 +159,11 @@ def test_fleet_rollout_canary_fails_gate_and_rolls_back(fleet):
 
 @pytest.mark.timeout(2400)
 def test_fleet_rollout_passes_batch_by_batch(fleet):
-    traffic = fleet.traffic()
-    try:
+    with fleet.flowing():
         rc, recap, out = fleet.playbook('playbooks/rollout.yml', {
             'rollout_chains': [{'interface': 'probe0', 'probes': [SEEN, PASSED]}],
             'rollout_gate': GATE, 'rollout_serial': [1, 2]})
         after = fleet.facts()
-    finally:
-        for p in traffic:
-            p.terminate()
-            p.wait()
     assert rc == 0, out[-4000:]
     assert 'health gate passed' in out
     rest = fleet.hosts[1:]
@@ -196,16 +186,11 @@ def test_fleet_first_rollout_rolls_back_to_no_chain(fleet):
     before = fleet.facts()
     assert all(chain_of(before[h], EGRESS_KEY) is None for h in fleet.hosts)
     canary, others = fleet.hosts[0], fleet.hosts[1:]
-    traffic = fleet.traffic()
-    try:
+    with fleet.flowing():
         rc, recap, out = fleet.playbook('playbooks/rollout.yml', {
             'rollout_chains': [{'interface': 'probe0', 'hook': 'egress', 'probes': [SEEN, DROP_ICMP, PASSED]}],
             'rollout_gate': GATE, 'rollout_serial': [1]})
         after = fleet.facts()
-    finally:
-        for p in traffic:
-            p.terminate()
-            p.wait()
     assert rc != 0
     assert 'health gate failed' in out and 'drop ratio 1.0 between seen and passed' in out, out[-4000:]
     assert 'probe0 egress: removed, it was new); the rollout stops here' in out, out[-4000:]
@@ -228,14 +213,9 @@ def test_fleet_rollout_docs_example_runs_as_written(fleet):
     for chain in variables['rollout_chains']:
         assert chain['interface'] == 'eth1'
         chain['interface'] = 'probe0'
-    traffic = fleet.traffic()
-    try:
+    with fleet.flowing():
         rc, recap, out = fleet.playbook('playbooks/rollout.yml', dict(variables, rollout_hosts='fleet', **serial))
         after = fleet.facts()
-    finally:
-        for p in traffic:
-            p.terminate()
-            p.wait()
     assert rc == 0, out[-4000:]
     assert out.count('health gate passed') >= 1 and 'health gate failed' not in out
     rest = fleet.hosts[1:]

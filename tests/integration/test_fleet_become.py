@@ -98,8 +98,7 @@ def test_become_deploy_gather_gadget_rollout_remove(fleet, tmp_path):
     # with traffic from each peer: a BPF gadget as root on every host (its JSON written on the controller,
     # become: false there), then the rollout, gated on that traffic
     rows_file = tmp_path / 'rows.json'
-    traffic = fleet.traffic()
-    try:
+    with fleet.flowing():
         rc, recap, out = fleet.playbook('playbooks/gadget.yml', {
             'gadget': 'top_talkers', 'gadget_duration': 2, 'gadget_interfaces': ['probe0'],
             'gadget_filter': ['proto == icmp'], 'gadget_fields': ['direction', 'saddr', 'daddr', 'packets'],
@@ -109,10 +108,6 @@ def test_become_deploy_gather_gadget_rollout_remove(fleet, tmp_path):
             'rollout_chains': [{'interface': 'probe0', 'probes': [SEEN, PASSED]}],
             'rollout_gate': GATE, 'rollout_serial': [1]})
         rolled = fleet.facts()
-    finally:
-        for p in traffic:
-            p.terminate()
-            p.wait()
     rows = json.loads(rows_file.read_text())
     for h in fleet.hosts:  # each host's own kernel counted the pings its peer sent (50 a second; how many
         # fall into a host's 2 s window depends on when its gadget started, so only that it saw them is checked)
