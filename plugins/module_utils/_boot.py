@@ -36,13 +36,17 @@ LAUNCHER_TEXT = '''#!%(python)s -I
 # Written by netprobe.ebpf.ebpf_restore: rebuilds the eBPF chains recorded on this host, from bytecode only.
 #   netprobe-restore [--interface NAME] [--netns NAME|host] [--trigger boot|udev|...]
 # prints a JSON summary; one line per chain on stderr (the journal); exit 1 when a chain failed.
+#   netprobe-restore --revert KEY --token T [--sleep S]   (what an unconfirmed change's waker runs)
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), 'engine.zip'))
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _restore  # noqa: E402
+if '--revert' in sys.argv[1:]:
+    from ansible_collections.netprobe.ebpf.plugins.module_utils import _confirm as entry  # noqa: E402
+else:
+    from ansible_collections.netprobe.ebpf.plugins.module_utils import _restore as entry  # noqa: E402
 
-sys.exit(_restore.cli())
+sys.exit(entry.cli())
 '''
 
 UNIT_TEXT = '''# Written by netprobe.ebpf.ebpf_restore (docs/persistence.md)
@@ -131,6 +135,19 @@ def _write(path, data, mode):
         os.close(fd)
     os.chmod(tmp, mode)
     os.rename(tmp, path)
+
+
+def stage(directory, module_file):
+    """engine.zip and the launcher in directory (each written only when it differs); returns the launcher's path.
+    What an unconfirmed change's waker runs (/run/netprobe/confirm/bin), with no installation needed."""
+    engine = engine_zip(payload_zip(module_file))
+    launcher = os.path.join(directory, os.path.basename(LAUNCHER))
+    text = (LAUNCHER_TEXT % {'python': sys.executable}).encode()
+    for path, data, mode in ((os.path.join(directory, os.path.basename(ENGINE)), engine, 0o644),
+                             (launcher, text, 0o755)):
+        if _read(path) != data:
+            _write(path, data, mode)
+    return launcher
 
 
 def systemd_running(root):

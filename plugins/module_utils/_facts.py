@@ -16,7 +16,8 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _limits, _metrics, _persist, _restore, _state, _swap
+from ansible_collections.netprobe.ebpf.plugins.module_utils import (
+    _confirm, _limits, _metrics, _persist, _restore, _state, _swap)
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 from ansible_collections.netprobe.ebpf.plugins.module_utils._records import ProbeRecord
 
@@ -124,6 +125,9 @@ def describe_chain(state, filters, status=None):
                                for p in described['probes'] if filters.probe(p['name'])]
         described['persistence'] = _persist.view_of(chain, ((status or {}).get('chains') or {}).get(
             _persist.status_key(chain)))
+        described['persistence']['confirm'] = confirm = _confirm.view(chain)
+        if confirm is not None and confirm['state'] == 'pending':  # differs from its record on purpose, for now
+            described['persistence']['drift'] = []
     return described
 
 

@@ -106,13 +106,16 @@ def spec_from_params(name, params):
                             reset_metrics=bool(params.get('reset_metrics')))
 
 
-def converge(module, chain, desired_from):
+def converge(module, chain, desired_from, guard=None):
     """Observe, plan the chain desired_from(current probe names) returns, apply outside check mode."""
     with _state.HostLock():
-        return converge_locked(module, chain, desired_from)
+        return converge_locked(module, chain, desired_from, guard)
 
 
-def converge_locked(module, chain, desired_from):
+def converge_locked(module, chain, desired_from, guard=None):
+    """guard (_confirm.Guard): asked before a change (to arm a revert) and for the record after it."""
+    def keep_record(changed):
+        return guard.record(chain, changed) if guard is not None else record(module, chain)
     with chain:
         chain.observe()
         problem = _state.state_problem(chain.paths.state_file)
@@ -128,7 +131,7 @@ def converge_locked(module, chain, desired_from):
                           previous=_history.summary_of(_history.rollback_point(chain)),
                           diff=dict(before=before, after=before))
             if not module.check_mode:  # a chain gone (a reboot) whose record would bring it back at the next boot
-                result['record'] = record(module, chain)
+                result['record'] = keep_record(False)
                 result['changed'] = result['record']['state'] == 'removed'
             return result
         plan = chain.plan(desired)
@@ -137,6 +140,8 @@ def converge_locked(module, chain, desired_from):
         previous = None
         if changed and not module.check_mode:
             previous = _history.record(chain, desired)  # what a rollback returns to
+            if guard is not None:
+                guard.before_change(chain)
             if desired:
                 chain.apply(desired, plan)
             else:
@@ -148,7 +153,7 @@ def converge_locked(module, chain, desired_from):
                       previous=_history.summary_of(previous),
                       diff=dict(before=before, after=chain.diff_view(predicted)))
         if not module.check_mode:
-            result['record'] = record(module, chain)
+            result['record'] = keep_record(changed)
         return result
 
 

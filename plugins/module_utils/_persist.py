@@ -72,6 +72,11 @@ def path_of(chain, root=None):
                         '%s-%s.json' % (chain.mode, chain.hook))
 
 
+def path_of_key(key):
+    """The record of <netns>/<interface>/<mode>-<hook>."""
+    return os.path.join(RECORDS_ROOT, key + '.json')
+
+
 def all_records(root=None):
     """Paths of every record on the host (sorted: host first, then namespaces by name)."""
     root = root or RECORDS_ROOT
@@ -189,15 +194,24 @@ class Record:
                            for p in self.probes]}
 
 
+def _refusal(path, why):
+    return RecordError('record %s is refused (%s): nothing of it was applied. Remove it, or run the playbook '
+                       'that declares this chain to record it again' % (path, why))
+
+
 def load(path):
     """The record at path, fully validated; RecordError saying what is wrong and what to do otherwise."""
-    def refuse(why):
-        return RecordError('record %s is refused (%s): nothing of it was applied. Remove it, or run the playbook '
-                           'that declares this chain to record it again' % (path, why))
     try:
         data = _limits.read_bounded(path, MAX_RECORD_BYTES, 'record')
     except NetprobeError as e:
-        raise refuse(e.msg)
+        raise _refusal(path, e.msg)
+    return parse(data, path)
+
+
+def parse(data, path):
+    """A record from its bytes (path names it in messages), fully validated."""
+    def refuse(why):
+        return _refusal(path, why)
     head, sep, body = data.partition(b'\n')
     try:
         header = json.loads(head.decode('utf-8'))
@@ -281,7 +295,7 @@ def _image_json(chain, rec, old):
     return image.to_json()
 
 
-def _write(path, text):
+def write_private(path, text):
     _state.makedirs_private(os.path.dirname(path))
     tmp = path + '.tmp'
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -309,12 +323,25 @@ def encode(header_fields, body):
 def write(chain):
     """Record the chain as it runs now (after an apply). Returns 'written' or 'unchanged'."""
     path = path_of(chain)
-    ident = identity_of_chain(chain)
     header = read_header(path)
-    if header is not None and header.get('identity') == ident and header.get('version') == VERSION:
+    if header is not None and header.get('identity') == identity_of_chain(chain) and header.get('version') == VERSION:
         return 'unchanged'
+    text = encode_chain(chain)
+    if len(text) > MAX_RECORD_BYTES:
+        remove(path)
+        raise RecordError('the chain on %s (%s-%s) makes a record of %d bytes, more than the %d a record may be: it '
+                          'is not recorded (a reboot does not bring it back). Use smaller probes, or persist: false'
+                          % (chain.interface, chain.mode, chain.hook, len(text), MAX_RECORD_BYTES))
+    write_private(path, text)
+    return 'written'
+
+
+def encode_chain(chain):
+    """The record of the chain as it runs now, as bytes (images from this run, the current record, or the
+    host's cache)."""
+    path = path_of(chain)
     try:
-        old = load(path) if header is not None else None
+        old = load(path) if read_header(path) is not None else None
     except RecordError:
         old = None
     body = dict(target_of(chain), collection_version=COLLECTION_VERSION, recorded_at=time.time(),
@@ -326,14 +353,7 @@ def write(chain):
                                'image': image})
     ident = identity(target_of(chain), _files_hash(chain.files),
                      [dict(p, source_hash=_compile.sha256(p['source'])) for p in body['probes']])
-    text = encode({'identity': ident, 'fingerprint': fingerprint(body['probes'], body['xdp_mode'])}, body)
-    if len(text) > MAX_RECORD_BYTES:
-        remove(path)
-        raise RecordError('the chain on %s (%s-%s) makes a record of %d bytes, more than the %d a record may be: it '
-                          'is not recorded (a reboot does not bring it back). Use smaller probes, or persist: false'
-                          % (chain.interface, chain.mode, chain.hook, len(text), MAX_RECORD_BYTES))
-    _write(path, text)
-    return 'written'
+    return encode({'identity': ident, 'fingerprint': fingerprint(body['probes'], body['xdp_mode'])}, body)
 
 
 def remove(path):

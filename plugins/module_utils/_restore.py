@@ -43,9 +43,9 @@ class Skip(Exception):
 class Runner:
     """What converge_locked needs of a module, for a run with no Ansible."""
 
-    def __init__(self, check_mode=False):
+    def __init__(self, check_mode=False, persist=True):
         self.check_mode = check_mode
-        self.params = {'persist': True}
+        self.params = {'persist': persist}
         self.warnings = []
 
     def warn(self, msg):
@@ -65,9 +65,14 @@ def chain_of(record):
         raise Skip('its network namespace was given as the path %s, which names nothing after a reboot: the next '
                    'playbook run rebuilds it (give the namespace by its name under /run/netns to have it restored)'
                    % t['netns_spec'])
-    images = _compile.Images(record.files, shipped=record.shipped(), can_compile=False)
+    return chain_of_target(t, record.files, record.shipped())
+
+
+def chain_of_target(t, files, shipped=None):
+    """The Chain of a recorded target (_persist.target_of), loading only the bytecode given (never compiling)."""
+    images = _compile.Images(files, shipped=shipped or {}, can_compile=False)
     return _chain.Chain(t['interface'], t['hook'], t['mode'], netns=t['netns_name'] if t['netns_kind'] == 'netns'
-                        else None, xdp_mode=t['xdp_mode'] or 'skb', files=record.files, images=images,
+                        else None, xdp_mode=t['xdp_mode'] or 'skb', files=files, images=images,
                         mode_switch=t['mode_switch'], attach=t['attach'], tc_position=t['tc_position'])
 
 
@@ -83,9 +88,10 @@ def desired_of(record):
     return [_chain.ProbeSpec(p['name'], p['source'], p['origin'], p['cflags'], p['config']) for p in record.probes]
 
 
-def apply_record(record, replace=False, check_mode=False):
+def apply_record(record, replace=False, check_mode=False, persist=True):
     """Converge the chain to its record (the caller holds the host lock). replace=False: leave a live chain that
-    differs alone (Skip); True (a revert): make the chain the record whatever it runs now.
+    differs alone (Skip); True (a revert): make the chain the record whatever it runs now. persist: whether the
+    chain keeps a record afterwards (a revert keeps what the chain had).
     Returns (outcome, converge result)."""
     chain = chain_of(record)
 
@@ -94,7 +100,7 @@ def apply_record(record, replace=False, check_mode=False):
             raise Skip('a newer chain is there (%s, not the recorded %s): left as it is'
                        % (', '.join(r.name for r in chain.live), ', '.join(p['name'] for p in record.probes)))
         return desired_of(record)
-    runner = Runner(check_mode)
+    runner = Runner(check_mode, persist)
     result = _module.converge_locked(runner, chain, desired)
     if result['changed'] and not check_mode:
         result['notes'].append('restored from %s: its metrics started fresh' % record.path)
@@ -102,7 +108,7 @@ def apply_record(record, replace=False, check_mode=False):
     return ('restored' if result['changed'] else 'unchanged'), result
 
 
-def _entry(path, target, outcome, reason, trigger, result=None):
+def status_entry(path, target, outcome, reason, trigger, result=None):
     entry = {'outcome': outcome, 'reason': reason, 'record': path, 'trigger': trigger, 'at': time.time()}
     if target is not None:
         entry.update(netns=key_of(target).split('/')[0], interface=target['interface'], hook=target['hook'],
@@ -137,18 +143,18 @@ def restore(interface=None, netns=None, trigger='manual', paths=None, replace=Fa
                 record = _persist.load(path)
                 target = record.target
                 outcome, result = apply_record(record, replace, check_mode)
-                entry = _entry(path, target, outcome, 'rebuilt from its record' if outcome == 'restored'
-                               else 'already runs the recorded chain', trigger, result)
+                reason = 'rebuilt from its record' if outcome == 'restored' else 'already runs the recorded chain'
+                entry = status_entry(path, target, outcome, reason, trigger, result)
             except Skip as e:
-                entry = _entry(path, target, 'skipped', str(e), trigger)
+                entry = status_entry(path, target, 'skipped', str(e), trigger)
             except NetprobeError as e:
-                entry = _entry(path, target, 'failed', e.msg, trigger)
+                entry = status_entry(path, target, 'failed', e.msg, trigger)
             except OSError as e:
-                entry = _entry(path, target, 'failed', _module.os_error_message(e), trigger)
+                entry = status_entry(path, target, 'failed', _module.os_error_message(e), trigger)
             except _netlink.NetlinkError as e:
-                entry = _entry(path, target, 'failed', _module.netlink_error_message(e), trigger)
+                entry = status_entry(path, target, 'failed', _module.netlink_error_message(e), trigger)
             except Exception as e:  # pylint: disable=broad-except  # one chain never stops the others
-                entry = _entry(path, target, 'failed', 'unexpected error: %r' % e, trigger)
+                entry = status_entry(path, target, 'failed', 'unexpected error: %r' % e, trigger)
             summary[entry['outcome']].append(entry)
         summary.update(trigger=trigger, started_at=started, duration_s=round(time.time() - started, 4),
                        interface=interface, netns=netns, records=len(paths), check_mode=check_mode)

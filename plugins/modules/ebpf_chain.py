@@ -86,9 +86,28 @@ options:
   state:
     description:
       - C(absent) removes every probe of the chain, the attachment and the pins.
+      - C(confirmed) keeps a change made with O(confirm_within) - the host no longer reverts it, and the chain's
+        record (what a reboot brings back) becomes the chain as it runs now. Nothing else changes; give the
+        chain's target options only. Fails, naming when and why, when the host already reverted the change. With no
+        change waiting for confirmation, changes nothing.
     type: str
     default: present
-    choices: [present, absent]
+    choices: [present, absent, confirmed]
+  confirm_within:
+    description:
+      - Seconds (5 to 86400) within which a later task must confirm this run's change (O(state=confirmed)), or
+        the host returns the chain to what it ran before the change by itself - with no controller and no network
+        (Junos' C(commit confirmed)). For a change that may cut the host off, such as a firewall rule that drops
+        the controller's ssh.
+      - The revert is armed before the chain changes (a run killed midway is reverted too) - by a transient
+        systemd timer where systemd runs, else by a detached process that sleeps until the deadline; it needs no
+        installed unit. Until the confirmation the chain's record keeps the previous chain, so a reboot
+        brings that one back.
+      - A change made while another waits keeps the first revert point (the last confirmed chain) and a new
+        deadline; the same run again without a change extends the deadline. Any later run of the chain without
+        O(confirm_within) confirms (what it converged is what is wanted).
+      - Ignored in check mode (nothing changes, nothing is armed); not with O(interfaces).
+    type: int
   netns_id:
     description:
       - With O(state=absent), the inode number of the chain's network namespace, as M(netprobe.ebpf.ebpf_facts)
@@ -155,6 +174,22 @@ EXAMPLES = r'''
     interface: eth0
     rollback: true
 
+- name: A firewall change that undoes itself unless the next task confirms it
+  netprobe.ebpf.ebpf_chain:
+    interface: eth0
+    probes:
+      - name: fw
+        probe: firewall
+        config:
+          rules:
+            - {action: drop, proto: udp, dport: 5353}
+    confirm_within: 60
+
+- name: The host is still reachable - keep the change
+  netprobe.ebpf.ebpf_chain:
+    interface: eth0
+    state: confirmed
+
 - name: Remove the chain
   netprobe.ebpf.ebpf_chain:
     interface: eth0
@@ -192,11 +227,22 @@ notes:
 record:
   description:
     - What happened to the chain's record on the host (see O(persist)) - C(path), C(persist), and C(state) -
-      C(written), C(unchanged), C(removed), C(none) (nothing recorded) or C(failed) (with C(error); a warning, the
-      chain itself was converged).
+      C(written), C(unchanged), C(removed), C(none) (nothing recorded), C(pending) (a change waiting for
+      confirmation - O(confirm_within) - leaves the record as it was until then) or C(failed) (with C(error); a
+      warning, the chain itself was converged).
   returned: success, not in check mode
   type: dict
   sample: {path: /var/lib/netprobe/records/host/eth0/xdp-ingress.json, persist: true, state: written}
+confirm:
+  description:
+    - What the run did about confirmation - C(state) is C(armed) (the change reverts at C(deadline) unless
+      confirmed), C(extended) (a new deadline for a change still waiting), C(confirmed) (kept, by O(state=confirmed)
+      or by this later run without O(confirm_within)) or C(none) (nothing waited); C(within) (seconds),
+      C(deadline) (UTC), C(revert_to) (the probes a revert returns to, empty for no chain) and C(waker)
+      (C(systemd) or C(process)).
+  returned: when O(confirm_within) was given and the chain changed, or a change waiting was confirmed
+  type: dict
+  sample: {state: armed, within: 60, deadline: "2026-12-03T19:00:00Z", revert_to: [seen], waker: systemd}
 compiled:
   description: Probes compiled during this run (empty on an unchanged rerun, and when bytecode was loaded).
   returned: success
@@ -239,7 +285,8 @@ previous:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _history, _limits, _module, _orphans, _state
+from ansible_collections.netprobe.ebpf.plugins.module_utils import (
+    _chain, _confirm, _history, _limits, _module, _orphans, _state)
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 
@@ -274,7 +321,8 @@ def main():
             **_module.CODE_ARGS
         )),
         purge=dict(type='bool', default=False),
-        state=dict(type='str', default='present', choices=['present', 'absent']),
+        state=dict(type='str', default='present', choices=['present', 'absent', 'confirmed']),
+        confirm_within=dict(type='int'),
         interfaces=dict(type='list', elements='str'),
         netns_id=dict(type='int'),
         rollback=dict(type='bool', default=False),
@@ -301,16 +349,31 @@ def main():
         if params['rollback'] and (params['probes'] or params['state'] == 'absent'):
             raise NetprobeError('rollback: true returns the chain to its recorded previous spec: give neither probes '
                                 'nor state: absent with it')
+        _confirm.check_within(params['confirm_within'])
+        if params['state'] == 'confirmed' and (params['probes'] or params['rollback'] or params['confirm_within']):
+            raise NetprobeError('state: confirmed keeps a change made earlier with confirm_within: give only the '
+                                "chain's target (interface, netns, hook, mode), not probes, rollback or confirm_within")
+        if params['confirm_within'] and params['interfaces']:
+            raise NetprobeError('confirm_within arms a revert for one chain: use interface (one task per interface), '
+                                'not interfaces')
         images = _module.images_from_params(params)
         if params['interface']:
             chain = _module.chain_from_params(params, images=images)
-            return _module.finish(module, _module.converge(module, chain, desired(chain)), images)
+            if params['state'] == 'confirmed':
+                return _confirm.confirm(module, chain)
+            guard = _confirm.Guard(module, params['confirm_within'])
+            result = _module.converge(module, chain, desired(chain), guard)
+            if guard.confirm is not None:
+                result['confirm'] = guard.confirm
+            return _module.finish(module, result, images)
+        if params['state'] == 'confirmed':
+            raise NetprobeError('state: confirmed names one chain: use interface, not interfaces')
         interfaces = _module.expand_interfaces(params, params['interfaces'])
         chains, before, after = [], {}, {}
         with _state.HostLock():
             for name in interfaces:
                 chain = _module.chain_from_params(params, name, images)
-                one = _module.converge_locked(module, chain, desired(chain))
+                one = _module.converge_locked(module, chain, desired(chain), _confirm.Guard(module))
                 diff = one.pop('diff')
                 before[name], after[name] = diff['before'], diff['after']
                 chains.append(dict(one, interface=name))

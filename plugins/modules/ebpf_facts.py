@@ -111,7 +111,9 @@ ansible_facts:
             - Each chain also has C(persistence) - C(record) (the path of its last-known-good, null when there is
               none), C(persist) (false when the chain opted out), C(drift) (the live chain differs from its record,
               or a persisted chain has no record) and C(restored) (null, or the last restore's C(outcome), C(reason),
-              C(record), C(trigger), C(at) and C(metrics_fresh) - a restored chain's metrics started at the restore).
+              C(record), C(trigger), C(at) and C(metrics_fresh) - a restored chain's metrics started at the restore)
+              and C(confirm) (null, or a change waiting for confirmation - C(state=pending), C(deadline),
+              C(revert_to) - or the last unconfirmed change the host reverted - C(state=reverted), C(at), C(reason)).
               See C(docs/persistence.md).
           returned: when gathered
           type: list

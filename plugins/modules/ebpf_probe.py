@@ -183,7 +183,7 @@ drift:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _module
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _confirm, _module
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 
@@ -231,8 +231,11 @@ def main():
     def body():
         params = module.params
         chain = _module.chain_from_params(params)
-        result = _module.finish(module, _module.converge(module, chain, lambda current: desired_chain(params, current)),
-                                chain.images)
+        guard = _confirm.Guard(module)  # a change waiting for confirmation is confirmed by this one
+        result = _module.finish(module, _module.converge(module, chain, lambda current: desired_chain(params, current),
+                                                         guard), chain.images)
+        if guard.confirm is not None:
+            result['confirm'] = guard.confirm
         probe = [p for p in result['chain']['probes'] if p['name'] == params['name']]
         result['probe'] = probe[0] if probe else {}
         return result

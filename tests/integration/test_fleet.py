@@ -283,3 +283,27 @@ def test_execution_environment_dependencies_are_what_ansible_builder_finds(tmp_p
     found = yaml.safe_load(proc.stdout)
     assert any(line.startswith('matplotlib') for line in found['python']), found
     assert 'openssh-client [platform:dpkg]' in ' '.join(found['system']), found
+
+
+@pytest.mark.timeout(2400)
+def test_fleet_rollout_of_a_chain_that_cuts_the_canary_off(fleet):
+    """The canary's new chain drops the controller's ssh: nobody can roll it back, so the canary does it itself
+    (confirm_within), and the rollout stops before anybody else gets the chain."""
+    canary = fleet.hosts[0]
+    cut_off = {'interface': 'eth0', 'probes': [{'name': 'no-ssh', 'probe': 'firewall', 'config': {
+        'rules': [{'name': 'ssh', 'action': 'drop', 'proto': 'tcp', 'dport': 22}]}}]}
+    start = time.monotonic()
+    rc, recap, out = fleet.playbook('playbooks/rollout.yml', {
+        'rollout_chains': [cut_off], 'rollout_gate': {'wait': 1}, 'rollout_serial': [1],
+        'rollout_confirm_within': 8})
+    took = time.monotonic() - start
+    assert rc != 0 and sorted(recap) == [canary], out[-4000:]
+    assert task_hosts(out, 'Apply the new chains') == [[canary]], out[-4000:]
+    assert task_hosts(out, 'Keep the new chains (without this, each host reverts them at rollout_confirm_within)') \
+        == [], out[-4000:]
+    after = fleet.facts()  # everybody answers: the canary returned to no chain on eth0 by itself
+    for h in fleet.hosts:
+        assert chain_of(after[h], ('host', 'eth0', 'xdp', 'ingress')) is None, h
+    assert after[canary]['restore']['last_run']['trigger'] == 'revert'
+    assert 'not confirmed within 8 s' in after[canary]['restore']['chains']['host/eth0/xdp-ingress']['reason']
+    print('rollout of a cut-off chain: the playbook ended after %.1f s' % took)

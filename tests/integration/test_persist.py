@@ -8,13 +8,17 @@ unit and the rule are proven in the kernel matrix; the command they run is prove
 """
 
 import json
+import os
+import re
+import socket
 import subprocess
 import time
 
 import pytest
+import yaml
 
 from fleet import Fleet
-from lab import figure
+from lab import BIN, REPO, ansible_env, figure
 
 HOST = 'h01'
 SYSROOT = '/var/lib/netprobe/sysroot'  # the host's own tmpfs: nothing lands in this machine's /usr or /etc
@@ -180,3 +184,110 @@ def test_a_newer_chain_is_never_replaced_and_a_bad_record_is_refused_whole(fleet
     assert gone['record']['state'] == 'removed'
     assert fleet.host_cmd(HOST, 'find', '/var/lib/netprobe/records', '-name', '*.json').stdout == ''
     assert chain(fleet, state='absent')['changed']
+
+
+MGMT = 'eth0'  # the host's management interface: the controller's ssh comes in here
+CUT_OFF = {'interface': MGMT, 'probes': [
+    {'name': 'no-ssh', 'probe': 'firewall',
+     'config': {'rules': [{'name': 'ssh', 'action': 'drop', 'proto': 'tcp', 'dport': 22}]}}]}
+
+
+def ssh_port_answers(fleet, host, timeout=1.0):
+    """A new TCP connection from the controller to the host's sshd (what the next task would need)."""
+    address = fleet.host_cmd(host, 'ip', '-4', '-o', 'addr', 'show', 'dev', MGMT).stdout.split()[3].split('/')[0]
+    try:
+        with socket.create_connection((address, 22), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def confirm_view(fleet, interface):
+    chains = fleet.facts()[HOST]['chains']
+    found = [c for c in chains if c['interface'] == interface and c['mode'] == 'xdp']
+    return found[0]['persistence']['confirm'] if found else None, found
+
+
+def test_a_change_that_cuts_the_controller_off_undoes_itself(fleet):
+    """confirm_within: the host reverts a change nobody confirmed, with no controller and no network."""
+    try:
+        # a kept change first: confirmed in time, it stays, and its record follows it then
+        chain(fleet)
+        kept = chain(fleet, probes=FIREWALL[:2], confirm_within=5)
+        assert kept['changed'] and kept['confirm']['state'] == 'armed' and kept['confirm']['waker'] == 'process'
+        assert kept['confirm']['revert_to'] == ['seen', 'fw', 'passed'] and kept['record']['state'] == 'pending'
+        assert '"passed"' in fleet.host_cmd(HOST, 'cat', RECORD).stdout  # a reboot now brings back the confirmed one
+        confirmed = chain(fleet, {'interface': 'probe0', 'state': 'confirmed'})
+        assert confirmed['changed'] and confirmed['confirm']['state'] == 'confirmed'
+        assert confirmed['record']['state'] == 'written' and '"passed"' not in fleet.host_cmd(HOST, 'cat', RECORD).stdout
+        time.sleep(6)
+        assert [p['name'] for p in chain(fleet, probes=FIREWALL[:2])['chain']['probes']] == ['seen', 'fw']
+        assert not chain(fleet, {'interface': 'probe0', 'state': 'confirmed'})['changed']
+
+        # a new chain on the management interface that drops the controller's ssh
+        assert ssh_port_answers(fleet, HOST)
+        start = time.monotonic()
+        apply = subprocess.Popen(  # its own result cannot come back until the host undid the change
+            [os.path.join(BIN, 'ansible'), '-i', fleet.inventory, HOST, '-m', 'netprobe.ebpf.ebpf_chain',
+             '-a', json.dumps(dict(CUT_OFF, confirm_within=8))], cwd=REPO, env=ansible_env(),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        blocked_at = None
+        while time.monotonic() - start < 20 and blocked_at is None:
+            if fleet.host_cmd(HOST, 'ip', '-j', 'link', 'show', MGMT).stdout.find('"xdp"') >= 0:
+                blocked_at = time.monotonic()
+            time.sleep(0.2)
+        assert blocked_at is not None, 'the chain never came up on %s' % MGMT
+        assert not ssh_port_answers(fleet, HOST), 'the chain was meant to cut the controller off'
+        while not ssh_port_answers(fleet, HOST, 0.5):  # nothing from here reaches the host until it reverts
+            assert time.monotonic() - blocked_at < 30, 'the host did not revert the unconfirmed change'
+            time.sleep(0.5)
+        back = time.monotonic() - blocked_at
+        out, err = apply.communicate(timeout=120)
+        # its result came back once the host reverted (TCP retransmits), or the connection was given up
+        assert re.search(r'^%s \| (CHANGED|UNREACHABLE)' % HOST, out, re.M), out + err
+        figure('an unconfirmed change that cut ssh off (confirm_within 8 s): the host reachable again %.1f s after '
+               'the chain came up' % back)
+        assert 6 <= back <= 20, back
+        facts = fleet.facts()[HOST]  # the next task reaches the host
+        assert not [c for c in facts['chains'] if c['interface'] == MGMT], 'the new chain was removed'
+        assert facts['restore']['last_run']['trigger'] == 'revert'
+        refused = fleet.adhoc(HOST, 'ebpf_chain', {'interface': MGMT, 'state': 'confirmed'})[HOST]
+        assert refused['_status'] == 'FAILED' and 'was not confirmed within 8 s' in refused['msg'], refused
+        assert 'no chain' in refused['msg'], refused
+
+        # a change of an existing chain, not confirmed: back to the chain it ran before, its record untouched
+        before = fleet.host_cmd(HOST, 'cat', RECORD).stdout
+        changed = chain(fleet, probes=FIREWALL[:1], confirm_within=5)
+        assert changed['confirm']['revert_to'] == ['seen', 'fw']
+        again = chain(fleet, probes=FIREWALL[:1], confirm_within=5)  # the same again: a new deadline
+        assert not again['changed'] and again['confirm']['state'] == 'extended'
+        view, _found = confirm_view(fleet, 'probe0')
+        assert view['state'] == 'pending' and view['revert_to'] == ['seen', 'fw']
+        time.sleep(7)
+        view, found = confirm_view(fleet, 'probe0')
+        assert [p['name'] for p in found[0]['probes']] == ['seen', 'fw'] and view['state'] == 'reverted', found
+        assert found[0]['persistence']['drift'] == [] and fleet.host_cmd(HOST, 'cat', RECORD).stdout == before
+        out = chain(fleet, probes=FIREWALL[:2])  # rerun of the confirmed declaration: nothing to do
+        assert not out['changed'] and out['compiled'] == []
+    finally:
+        fleet.host_cmd(HOST, 'pkill', '-f', 'netprobe-restore --revert', check=False)
+        fleet.adhoc(HOST, 'ebpf_chain', {'interface': MGMT, 'state': 'absent'})
+
+
+def test_the_confirm_example_of_the_docs_runs_as_written(fleet):
+    """docs/persistence.md's confirm_within example, task by task on the host (its eth0 is the management link)."""
+    text = open(os.path.join(REPO, 'docs', 'persistence.md')).read()
+    block = text.split('## A change that cuts the controller off')[1].split('```yaml\n')[1].split('```')[0]
+    tasks = yaml.safe_load(block)
+    try:
+        results = []
+        for task in tasks:
+            (module, args), = [(k, v) for k, v in task.items() if k != 'name']
+            assert module == 'netprobe.ebpf.ebpf_chain'
+            results.append(ok(fleet.adhoc(HOST, 'ebpf_chain', args)[HOST]))
+        assert results[0]['changed'] and results[0]['confirm']['state'] == 'armed'
+        assert results[0]['confirm']['within'] == 60 and results[0]['confirm']['revert_to'] == []
+        assert results[1]['changed'] and results[1]['confirm']['state'] == 'confirmed'
+        assert results[1]['record']['state'] == 'written'
+    finally:
+        fleet.adhoc(HOST, 'ebpf_chain', {'interface': MGMT, 'state': 'absent'})
