@@ -15,7 +15,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import hashlib
+import importlib.util
 import io
+import marshal
 import os
 import subprocess
 import sys
@@ -31,6 +33,7 @@ UNIT_NAME = 'netprobe-restore.service'
 UNIT = '/etc/systemd/system/' + UNIT_NAME
 UDEV_RULE = '/etc/udev/rules.d/90-netprobe-restore.rules'
 MAX_ENGINE_BYTES = 32 * 1024 * 1024
+ENGINE_SOURCES = '.sources-sha256'  # beside engine.zip: the SHA-256 of the sources it was built from
 
 LAUNCHER_TEXT = '''#!%(python)s -I
 # Written by netprobe.ebpf.ebpf_restore: rebuilds the eBPF chains recorded on this host, from bytecode only.
@@ -99,6 +102,36 @@ def engine_zip(payload):
     return out.getvalue()
 
 
+def with_bytecode(engine, zip_path):
+    """The engine zip with a .pyc beside each .py, compiled by this interpreter (the launcher's): zipimport
+    compiles nothing at each launcher start then. Unchecked hash-based pycs (PEP 552): valid whatever the
+    entries' dates; written only when the sources change (ENGINE_SOURCES says which they were)."""
+    out = io.BytesIO()
+    flags = (1).to_bytes(4, 'little')  # hash-based, not checked against the source
+    with zipfile.ZipFile(io.BytesIO(engine)) as src, zipfile.ZipFile(out, 'w', zipfile.ZIP_DEFLATED) as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            dst.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), data, zipfile.ZIP_DEFLATED)
+            if name.endswith('.py'):
+                try:
+                    code = compile(data, os.path.join(zip_path, name), 'exec', dont_inherit=True)
+                except (SyntaxError, ValueError):
+                    continue  # imported from its source, as before
+                pyc = importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(data) + marshal.dumps(code)
+                dst.writestr(zipfile.ZipInfo(name + 'c', (2020, 1, 1, 0, 0, 0)), pyc, zipfile.ZIP_DEFLATED)
+    return out.getvalue()
+
+
+def _engine_current(target, engine):
+    """True when the engine zip at target was built from these sources."""
+    return os.path.exists(target) and _read(target + ENGINE_SOURCES) == _sha(engine).encode()
+
+
+def _put_engine(target, engine, final_path):
+    _write(target, with_bytecode(engine, final_path), 0o644)
+    _write(target + ENGINE_SOURCES, _sha(engine).encode(), 0o644)
+
+
 def _sha(data):
     return hashlib.sha256(data).hexdigest()
 
@@ -141,12 +174,13 @@ def stage(directory, module_file):
     """engine.zip and the launcher in directory (each written only when it differs); returns the launcher's path.
     What an unconfirmed change's waker runs (/run/netprobe/confirm/bin), with no installation needed."""
     engine = engine_zip(payload_zip(module_file))
+    target = os.path.join(directory, os.path.basename(ENGINE))
+    if not _engine_current(target, engine):
+        _put_engine(target, engine, target)
     launcher = os.path.join(directory, os.path.basename(LAUNCHER))
     text = (LAUNCHER_TEXT % {'python': sys.executable}).encode()
-    for path, data, mode in ((os.path.join(directory, os.path.basename(ENGINE)), engine, 0o644),
-                             (launcher, text, 0o755)):
-        if _read(path) != data:
-            _write(path, data, mode)
+    if _read(launcher) != text:
+        _write(launcher, text, 0o755)
     return launcher
 
 
@@ -168,13 +202,21 @@ def install(root, module_file, check_mode=False):
     files, before, after = [], {}, {}
     for path, data, mode in wanted_files(root, engine):
         target = under(root, path)
-        current = _read(target)
-        same = current == data and os.path.exists(target) and (os.stat(target).st_mode & 0o7777) == mode
+        if path == ENGINE:  # compared by the sources it was built from (its bytecode differs run to run)
+            same = _engine_current(target, data)
+            built_from = _read(target + ENGINE_SOURCES) if os.path.exists(target) else None
+            before[target] = built_from.decode('ascii', 'replace') if built_from else None
+        else:
+            current = _read(target)
+            same = current == data and os.path.exists(target) and (os.stat(target).st_mode & 0o7777) == mode
+            before[target] = _sha(current) if current is not None else None
         files.append({'path': target, 'changed': not same, 'sha256': _sha(data)})
-        before[target] = _sha(current) if current is not None else None
         after[target] = _sha(data)
         if not same and not check_mode:
-            _write(target, data, mode)
+            if path == ENGINE:
+                _put_engine(target, data, path)
+            else:
+                _write(target, data, mode)
     result = {'changed': any(f['changed'] for f in files), 'files': files, 'systemd': systemd_running(root),
               'enabled': None, 'diff': {'before': before, 'after': after}}
     if result['systemd']:
@@ -198,7 +240,7 @@ def install(root, module_file, check_mode=False):
 def remove(root, check_mode=False):
     """Take engine, launcher, unit and udev rule away (records stay: they belong to the chains)."""
     systemd = systemd_running(root)
-    targets = [under(root, p) for p, _d, _m in wanted_files(root, b'')]
+    targets = [under(root, p) for p, _d, _m in wanted_files(root, b'')] + [under(root, ENGINE + ENGINE_SOURCES)]
     present = [t for t in targets if os.path.lexists(t)]
     if not check_mode:
         if systemd and os.path.exists(UNIT):
