@@ -32,6 +32,8 @@ PROG_GET_FD_BY_ID = 13
 OBJ_GET_INFO_BY_FD = 15
 MAP_LOOKUP_BATCH = 24
 MAP_LOOKUP_AND_DELETE_BATCH = 25
+ENABLE_STATS = 32
+STATS_RUN_TIME = 0
 
 BPF_ANY = 0
 
@@ -96,15 +98,22 @@ def _info(fd, size, extra=b''):
 
 
 def prog_info(fd):
-    """id, tag, type, name and map ids of the program behind fd."""
+    """id, tag, type, name, map ids and run statistics (counted only while stats are enabled) of the program."""
     ids = (ctypes.c_uint32 * 64)()
     head = struct.pack('=II8sIIQQQII', 0, 0, b'', 0, 0, 0, 0, 0, 0, 64) + struct.pack('=Q', ctypes.addressof(ids))
     raw = _info(fd, 232, head)
     ptype, pid, tag = struct.unpack_from('=II8s', raw, 0)
     nr_map_ids = struct.unpack_from('=I', raw, 52)[0]
     name = raw[64:80].split(b'\0', 1)[0].decode()
+    run_time_ns, run_cnt = struct.unpack_from('=QQ', raw, 192)
     return {'id': pid, 'tag': tag.hex(), 'type': PROG_TYPES.get(ptype, str(ptype)), 'name': name,
-            'map_ids': list(ids[:min(nr_map_ids, 64)])}
+            'map_ids': list(ids[:min(nr_map_ids, 64)]), 'run_time_ns': run_time_ns, 'run_cnt': run_cnt}
+
+
+def enable_stats():
+    """An fd that keeps the kernel's run time accounting of every program on while it is open (BPF_ENABLE_STATS):
+    closed, or its process killed, the accounting stops, so a measurement never leaves it on."""
+    return bpf(ENABLE_STATS, struct.pack('=I', STATS_RUN_TIME))
 
 
 def map_info(fd):

@@ -17,7 +17,7 @@ __metaclass__ = type
 import os
 
 from ansible_collections.netprobe.ebpf.plugins.module_utils import (
-    _confirm, _limits, _metrics, _persist, _restore, _state, _swap)
+    _confirm, _cost, _limits, _metrics, _persist, _restore, _state, _swap)
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 from ansible_collections.netprobe.ebpf.plugins.module_utils._records import ProbeRecord
 
@@ -233,6 +233,16 @@ def gather(filters, subsets, consume=False, warnings=None):
                 for rec in wanted:
                     result['metrics'].extend(probe_metrics(state, rec, filters, consume, None, warnings))
     return result
+
+
+def add_cost(chains, seconds):
+    """Give each attached chain its 'cost' over `seconds` of live traffic (None for a chain not attached, or
+    one edited during the window). The kernel's figure is the whole chain's: see _cost."""
+    heads = [c['head_prog_id'] for c in chains if c.get('attached') and c.get('head_prog_id')]
+    costs = _cost.measure(heads, seconds)
+    for chain in chains:
+        cost = costs.get(chain.get('head_prog_id'))
+        chain['cost'] = cost.as_dict() if cost is not None else None
 
 
 def changed_by(metrics):

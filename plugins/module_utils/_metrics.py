@@ -617,6 +617,8 @@ PROM_FAMILIES = (
     ('netprobe_chain_probes', 'Probes in the chain.'),
     ('netprobe_chain_drift', 'Differences between the kernel and the last apply.'),
     ('netprobe_probe_info', 'A probe in a chain; labels identify the loaded program.'),
+    ('netprobe_chain_cost_ns_per_packet', 'Kernel run time per packet of the whole chain, over the last measured window.'),
+    ('netprobe_chain_cost_packets_per_second', 'Packets the chain ran for per second, over the last measured window.'),
 )
 _LABEL_BAD = re.compile(r'[^a-zA-Z0-9_]')
 
@@ -656,6 +658,13 @@ def prometheus_text(chains, metrics):
         samples['netprobe_chain_attached'].append(_sample('netprobe_chain_attached', where, int(bool(c['attached']))))
         samples['netprobe_chain_probes'].append(_sample('netprobe_chain_probes', where, len(c['probes'])))
         samples['netprobe_chain_drift'].append(_sample('netprobe_chain_drift', where, len(c.get('drift') or [])))
+        cost = c.get('cost') or {}
+        if cost.get('ns_per_run') is not None:
+            samples['netprobe_chain_cost_ns_per_packet'].append(
+                _sample('netprobe_chain_cost_ns_per_packet', where, cost['ns_per_run']))
+        if cost.get('runs_per_second') is not None:
+            samples['netprobe_chain_cost_packets_per_second'].append(
+                _sample('netprobe_chain_cost_packets_per_second', where, cost['runs_per_second']))
         for p in c['probes']:
             labels = where + [('probe', p['name']), ('position', p['position']), ('prog_id', p.get('prog_id') or ''),
                               ('tag', p.get('tag') or ''), ('source_hash', (p.get('source_hash') or '')[:12])]

@@ -41,6 +41,16 @@ options:
     elements: str
     default: [all]
     choices: [all, capabilities, chains, metrics, '!capabilities', '!chains', '!metrics']
+  measure_cost:
+    description:
+      - Seconds of live traffic over which to measure what each chain costs (more than 0, at most 60; 0 does not
+        measure). The kernel counts the runs and run time of each chain's head program only for that window
+        (C(BPF_ENABLE_STATS); the accounting goes off when the module ends, also when it is killed), and each
+        chain gets C(cost).
+      - The probes a chain's head reaches by tail calls run inside the head's accounting, so the figure is the
+        whole chain's (a chain of one probe gives that probe's own cost). Needs the C(chains) subset.
+    type: float
+    default: 0
 notes:
   - Without root (an unprivileged login without C(become)) it fails rather than report what it can read;
     chains live in a 0700 bpffs and C(/run/netprobe), so an unprivileged view would claim no chains where
@@ -68,6 +78,13 @@ EXAMPLES = r'''
     gather_subset: [metrics]
     probes: [count]
     per_cpu: true
+
+- name: What each chain on eth0 costs per packet, over 5 seconds of live traffic
+  netprobe.ebpf.ebpf_facts:
+    gather_subset: [chains]
+    interfaces: [eth0]
+    measure_cost: 5
+  register: cost
 
 - name: As a facts module of the play
   hosts: probes
@@ -115,6 +132,8 @@ ansible_facts:
               and C(confirm) (null, or a change waiting for confirmation - C(state=pending), C(deadline),
               C(revert_to) - or the last unconfirmed change the host reverted - C(state=reverted), C(at), C(reason)).
               See C(docs/persistence.md).
+            - With O(measure_cost), each chain has C(cost) - C(seconds), C(runs) (packets the chain ran for),
+              C(run_time_ns), C(ns_per_run) and C(runs_per_second) - or null for a chain not attached.
           returned: when gathered
           type: list
           elements: dict
@@ -145,7 +164,7 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _capabilities, _facts, _module
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _capabilities, _cost, _facts, _module
 
 SUBSETS = ('capabilities', 'chains', 'metrics')
 
@@ -169,14 +188,22 @@ def main():
     argument_spec = dict(
         gather_subset=dict(type='list', elements='str', default=['all'],
                            choices=['all'] + list(SUBSETS) + ['!' + s for s in SUBSETS]),
+        measure_cost=dict(type='float', default=0),
     )
     argument_spec.update(_facts.GATHER_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
 
     def body():
         subsets = wanted_subsets(module.params['gather_subset'])
+        measure = module.params['measure_cost']
+        if measure and 'chains' not in subsets:
+            module.fail_json(msg='measure_cost measures chains: add chains to gather_subset')
+        if measure:
+            _cost.check_seconds(measure)
         warnings = []
         facts = _facts.gather(_facts.Filters(module.params), subsets, consume=False, warnings=warnings)
+        if measure:
+            _facts.add_cost(facts['chains'], measure)
         if 'capabilities' in subsets:
             facts['capabilities'] = _capabilities.gather()
         for w in warnings:

@@ -49,6 +49,14 @@ options:
         temporary file in the same directory, then a rename). node_exporter's textfile collector reads
         files ending in C(.prom) from its C(--collector.textfile.directory).
     type: path
+  measure_cost:
+    description:
+      - Seconds of live traffic over which to measure what each chain costs, as M(netprobe.ebpf.ebpf_facts)'s
+        option of that name (more than 0, at most 60; 0 does not measure). The result then has C(chains), each
+        with C(cost), and O(prometheus_textfile) gets C(netprobe_chain_cost_ns_per_packet) and
+        C(netprobe_chain_cost_packets_per_second).
+    type: float
+    default: 0
 requirements:
   - pyroute2 >= 0.9 (for swap reads and chain state)
 seealso:
@@ -65,6 +73,11 @@ EXAMPLES = r'''
 - name: Export for node_exporter
   netprobe.ebpf.ebpf_metrics_info:
     prometheus_textfile: /var/lib/node_exporter/textfile_collector/netprobe.prom
+
+- name: Export with what each chain cost per packet over 5 seconds of live traffic
+  netprobe.ebpf.ebpf_metrics_info:
+    prometheus_textfile: /var/lib/node_exporter/textfile_collector/netprobe.prom
+    measure_cost: 5
 
 - name: The ten largest talkers
   netprobe.ebpf.ebpf_metrics_info:
@@ -83,8 +96,8 @@ metrics:
   type: list
   elements: dict
 chains:
-  description: The chains read, as in M(netprobe.ebpf.ebpf_facts), when O(prometheus_textfile) is set.
-  returned: when O(prometheus_textfile) is set
+  description: The chains read, as in M(netprobe.ebpf.ebpf_facts), when O(prometheus_textfile) or O(measure_cost) is set.
+  returned: when O(prometheus_textfile) or O(measure_cost) is set
   type: list
   elements: dict
 prometheus_textfile:
@@ -95,13 +108,14 @@ prometheus_textfile:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _facts, _metrics, _module
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _cost, _facts, _metrics, _module
 
 
 def main():
     argument_spec = dict(
         consume=dict(type='bool', default=False),
         prometheus_textfile=dict(type='path'),
+        measure_cost=dict(type='float', default=0),
     )
     argument_spec.update(_facts.GATHER_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
@@ -109,10 +123,16 @@ def main():
     def body():
         params = module.params
         consume = params['consume'] and not module.check_mode
-        subsets = ['metrics'] + (['chains'] if params['prometheus_textfile'] else [])
+        measure = params['measure_cost']
+        if measure:
+            _cost.check_seconds(measure)
+        subsets = ['metrics'] + (['chains'] if params['prometheus_textfile'] or measure else [])
         warnings = []
         gathered = _facts.gather(_facts.Filters(params), subsets, consume=consume, warnings=warnings)
         result = dict(changed=False, metrics=gathered['metrics'])
+        if measure:
+            _facts.add_cost(gathered['chains'], measure)
+            result['chains'] = gathered['chains']
         if params['consume']:
             would_reset = any(set(m['features']) & set(['empty', 'swap']) for m in gathered['metrics'])
             result['changed'] = _facts.changed_by(gathered['metrics']) if consume else would_reset

@@ -158,14 +158,37 @@ def test_fleet_rollout_canary_fails_gate_and_rolls_back(fleet):
 
 
 @pytest.mark.timeout(2400)
+def test_fleet_rollout_canary_over_its_cost_budget_rolls_back(fleet):
+    """The gate's max_ns_per_packet: a canary whose new chain costs more per packet (the kernel's run time on
+    the live pings) than the budget returns to its previous chain, and nobody else is touched."""
+    ready = fleet.adhoc('fleet', 'ebpf_chain', {'interface': 'probe0', 'probes': [SEEN], 'purge': True})
+    assert all(r['_status'] in ('SUCCESS', 'CHANGED') for r in ready.values()), ready
+    before = fleet.facts()
+    canary = fleet.hosts[0]
+    with fleet.flowing():
+        rc, recap, out = fleet.playbook('playbooks/rollout.yml', {
+            'rollout_chains': [{'interface': 'probe0', 'probes': [SEEN, PASSED]}],
+            'rollout_gate': {'wait': 2, 'max_ns_per_packet': 1}, 'rollout_serial': [1]})
+        after = fleet.facts()
+    assert rc != 0
+    assert re.search(r'health gate failed: .*host\|probe0\|xdp-ingress: [0-9.]+ ns per packet over [0-9]+ packets '
+                     r'\(at most 1 allowed\)', out), out[-4000:]
+    assert sorted(recap) == [canary] and recap[canary]['rescued'] == 1, out[-4000:]
+    for h in fleet.hosts:
+        assert probes_of(after[h]) == probes_of(before[h]), h
+
+
+@pytest.mark.timeout(2400)
 def test_fleet_rollout_passes_batch_by_batch(fleet):
     with fleet.flowing():
         rc, recap, out = fleet.playbook('playbooks/rollout.yml', {
             'rollout_chains': [{'interface': 'probe0', 'probes': [SEEN, PASSED]}],
-            'rollout_gate': GATE, 'rollout_serial': [1, 2]})
+            'rollout_gate': dict(GATE, max_ns_per_packet=10 ** 7), 'rollout_serial': [1, 2]})
         after = fleet.facts()
     assert rc == 0, out[-4000:]
     assert 'health gate passed' in out
+    assert re.search(r'host\|probe0\|xdp-ingress: [0-9.]+ ns per packet over [0-9]+ packets \(at most 10000000 allowed\)',
+                     out), out[-4000:]
     rest = fleet.hosts[1:]
     assert task_hosts(out, 'Apply the new chains') == [[fleet.hosts[0]], rest[:1]] + [
         rest[i:i + 2] for i in range(1, len(rest), 2)]
