@@ -93,7 +93,8 @@ class ProbeAction(ActionBase):
     """Base of the action plugins: resolve the probes' code on the controller, then run the module."""
 
     _supports_check_mode = True
-    _supports_async = False
+    # async: a change that may cut the connection it would return over (confirm_within) is started with poll: 0
+    _supports_async = True
     module_name = None
 
     def resolve(self, args):
@@ -105,7 +106,8 @@ class ProbeAction(ActionBase):
         self.resolve(args)
         args['_netprobe_files'] = bpf_files()
         args['_netprobe_images'] = _prebuilt.images(bundled_names(args))
-        result.update(self._execute_module(module_name=self.module_name, module_args=args, task_vars=task_vars))
+        result.update(self._execute_module(module_name=self.module_name, module_args=args, task_vars=task_vars,
+                                           wrap_async=self._task.async_val))
         strip_files(result)
         return result
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from lab import PIN_ROOT, REPO, RUN_ROOT, run_module, sh
+from lab import PIN_ROOT, REPO, RUN_ROOT, run_module, run_playbook, sh
 
 UDP = 17
 PORT = 40000
@@ -412,3 +412,32 @@ def test_probe_code_from_a_controller_file(lab, tmp_path):
     assert traffic(lab, 'ingress', 3) == 0
     missing = run_module('ebpf_probe', dict(target(lab, 'tc', 'ingress'), name='other', src=str(tmp_path / 'no.c')))
     assert missing.get('failed') and 'not found on the controller' in missing['msg']
+
+
+def test_a_chain_task_runs_in_the_background_with_async(lab, tmp_path):
+    """async / poll: 0 (what a change that may cut its own connection off uses), then async_status."""
+    playbook = tmp_path / 'async.yml'
+    playbook.write_text('''
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - netprobe.ebpf.ebpf_chain:
+        interface: %s
+        netns: %s
+        persist: false
+        probes: [{name: rx, probe: counter}]
+      async: 120
+      poll: 0
+      register: job
+    - ansible.builtin.async_status:
+        jid: "{{ job.ansible_job_id }}"
+      register: done
+      until: done.finished
+      retries: 120
+      delay: 1
+    - ansible.builtin.assert:
+        that: [done.changed, "done.chain.attached", "done.chain.probes | map(attribute='name') | list == ['rx']"]
+''' % (lab.if_b, lab.ns_b))
+    rc, recap, out = run_playbook(str(playbook))
+    assert rc == 0 and recap['localhost']['failed'] == 0, out[-3000:]
+    assert 'xdp' in sh('ip', '-n', lab.ns_b, '-d', 'link', 'show', lab.if_b).stdout
