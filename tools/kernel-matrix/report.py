@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-STAGES = ['create', 'converge', 'idempotence', 'verify', 'remove']
+STAGES = ['create', 'converge', 'idempotence', 'verify', 'reboot', 'remove']
 
 
 def load(results, short):
