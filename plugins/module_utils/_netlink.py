@@ -16,18 +16,35 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import importlib.util
 import os
 import stat
 import struct
+import sys
 import traceback
 
 from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 from ansible_collections.netprobe.ebpf.plugins.module_utils._state import check_name
 
+
+def _pyroute2_package_unexecuted():
+    """Register pyroute2's package without running its __init__, which imports every netlink family pyroute2 has
+    (conntrack, nl80211, ndb, ipvs...; 50 ms here, a second in a TCG guest) for runs that use rtnetlink alone.
+    The submodules imported below resolve through the package's __path__ as usual. A process that imported the
+    whole package before keeps it."""
+    if 'pyroute2' in sys.modules:
+        return
+    spec = importlib.util.find_spec('pyroute2')
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError('No module named pyroute2')
+    sys.modules['pyroute2'] = importlib.util.module_from_spec(spec)
+
+
 PYROUTE2_IMPORT_ERROR = None
 try:
-    from pyroute2 import IPRoute
+    _pyroute2_package_unexecuted()
+    from pyroute2.iproute.linux import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 except ImportError:
     PYROUTE2_IMPORT_ERROR = traceback.format_exc()

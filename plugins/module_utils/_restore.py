@@ -7,7 +7,9 @@ request (ebpf_restore state=restored), and when a change was not confirmed in ti
 Every chain goes through the engine path the modules use (Chain + Images from the record, converge_locked
 under the host lock), from bytecode only. Rules (docs/persistence.md):
 - a record that is corrupt, truncated, too large, of another version is refused whole, never half-applied;
-- one chain failing (verifier, missing interface or namespace) does not stop the others;
+- one chain failing (verifier, an interface missing in a namespace) does not stop the others;
+- a chain whose namespace, or whose interface of the host's namespace, does not exist yet is skipped, not failed
+  (it comes back when they appear);
 - a live chain that matches its record is left as it is (drift such as a recreated interface is repaired);
   a live chain that differs from its record is never replaced (a newer run put it there); only an empty or
   missing chain is rebuilt;
@@ -34,6 +36,8 @@ STATUS_FILE = os.path.join(_state.RUN_ROOT, 'restore.json')
 STATUS_VERSION = 1
 MAX_STATUS_CHAINS = 4096
 OUTCOMES = ('restored', 'unchanged', 'skipped', 'failed')
+NETNS_DIR = '/run/netns'
+SYS_NET = '/sys/class/net'
 
 
 class Skip(Exception):
@@ -86,6 +90,18 @@ def same_chain(live, record):
 
 def desired_of(record):
     return [_chain.ProbeSpec(p['name'], p['source'], p['origin'], p['cflags'], p['config']) for p in record.probes]
+
+
+def not_there_yet(target):
+    """Skip a chain whose namespace or (host) interface does not exist yet: at boot, container namespaces and
+    virtual interfaces usually come later, and a boot that reports them as failures would mark every such host
+    degraded. They come back when they appear (the udev rule, or netprobe-restore --netns NAME)."""
+    if target['netns_kind'] == 'netns' and not os.path.exists(os.path.join(NETNS_DIR, target['netns_name'])):
+        raise Skip("network namespace '%s' does not exist (yet): `netprobe-restore --netns %s` once it does, or the "
+                   "next run of its task, brings the chain back" % (target['netns_name'], target['netns_name']))
+    if target['netns_kind'] == 'host' and not os.path.exists(os.path.join(SYS_NET, target['interface'])):
+        raise Skip("interface '%s' does not exist (yet): the udev rule brings the chain back when it is added"
+                   % target['interface'])
 
 
 def apply_record(record, replace=False, check_mode=False, persist=True):
@@ -142,6 +158,7 @@ def restore(interface=None, netns=None, trigger='manual', paths=None, replace=Fa
             try:
                 record = _persist.load(path)
                 target = record.target
+                not_there_yet(target)
                 outcome, result = apply_record(record, replace, check_mode)
                 reason = 'rebuilt from its record' if outcome == 'restored' else 'already runs the recorded chain'
                 entry = status_entry(path, target, outcome, reason, trigger, result)
@@ -171,6 +188,13 @@ def write_status(summary):
         for entry in summary[outcome]:
             key = entry['record'] if 'interface' not in entry else '%s/%s/%s-%s' % (
                 entry['netns'], entry['interface'], entry['mode'], entry['hook'])
+            earlier = chains.get(key)
+            if (outcome == 'unchanged' and isinstance(earlier, dict) and earlier.get('outcome') == 'restored'
+                    and earlier.get('record') == entry['record']):
+                # a later run found the chain it restored (udev's coldplug after the boot unit, say): the entry
+                # keeps saying who restored it and since when its metrics count
+                earlier.update(checked_at=entry['at'], checked_by=entry['trigger'])
+                continue
             chains[key] = entry
     if len(chains) > MAX_STATUS_CHAINS:
         for key in sorted(chains, key=lambda k: chains[k].get('at', 0))[:len(chains) - MAX_STATUS_CHAINS]:
