@@ -694,14 +694,29 @@ def prometheus_text(chains, metrics):
     return '\n'.join(lines) + '\n'
 
 
-def write_textfile(path, text):
-    """Atomic replace (temp file in the same directory, fsync, rename): node_exporter never reads half a file."""
+def textfile_differs(path, text):
+    """Whether writing text to path would change it (a missing file differs; a larger one than text, too)."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise NetprobeError('directory %s of prometheus_textfile does not exist' % directory)
     if os.path.lexists(path) and not os.path.isfile(path):
         raise NetprobeError('prometheus_textfile %s exists and is not a regular file: give the path of a .prom file'
                             % path)
+    try:
+        with open(path) as f:
+            return f.read(len(text) + 1) != text
+    except (OSError, UnicodeDecodeError):
+        return True
+
+
+def write_textfile(path, text, check_mode=False):
+    """Replace path with text when it differs; returns whether it did (or would, in check mode). Atomic (temp file
+    in the same directory, fsync, rename): node_exporter never reads half a file."""
+    if not textfile_differs(path, text):
+        return False
+    if check_mode:
+        return True
+    directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix='.netprobe-', suffix='.prom.tmp')
     try:
         with os.fdopen(fd, 'w') as f:
@@ -714,3 +729,4 @@ def write_textfile(path, text):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return True

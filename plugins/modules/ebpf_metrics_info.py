@@ -46,8 +46,9 @@ options:
   prometheus_textfile:
     description:
       - Write the metrics, and chain and probe state, to this file in the Prometheus text format (a
-        temporary file in the same directory, then a rename). node_exporter's textfile collector reads
-        files ending in C(.prom) from its C(--collector.textfile.directory).
+        temporary file in the same directory, then a rename), only when its content differs; the result is
+        C(changed) when the file was written. node_exporter's textfile collector reads files ending in C(.prom)
+        from its C(--collector.textfile.directory).
     type: path
   measure_cost:
     description:
@@ -138,9 +139,9 @@ def main():
             result['changed'] = _facts.changed_by(gathered['metrics']) if consume else would_reset
         path = params['prometheus_textfile']
         if path:
-            result.update(chains=gathered['chains'], prometheus_textfile=path, changed=True)
-            if not module.check_mode:
-                _metrics.write_textfile(path, _metrics.prometheus_text(gathered['chains'], gathered['metrics']))
+            written = _metrics.write_textfile(path, _metrics.prometheus_text(gathered['chains'], gathered['metrics']),
+                                              check_mode=module.check_mode)
+            result.update(chains=gathered['chains'], prometheus_textfile=path, changed=result['changed'] or written)
         for w in warnings:
             module.warn(w)
         return result

@@ -384,6 +384,11 @@ def test_prometheus_textfile_is_replaced_atomically(lab, tmp_path):
     assert '# TYPE netprobe_map_value gauge\n' in text
     for line in text.splitlines():
         assert line.startswith('#') or line.rsplit(' ', 1)[1].lstrip('-').isdigit()
+    # no traffic since: the same content, nothing written, not changed (check mode says the same)
+    mtime = os.stat(path).st_mtime_ns
+    assert not metrics_info(lab, prometheus_textfile=path)['changed']
+    assert not ok(run_module('ebpf_metrics_info', {'netns': [lab.ns_b], 'prometheus_textfile': path}, check=True))['changed']
+    assert os.stat(path).st_mtime_ns == mtime
     os.unlink(path)
     checked = ok(run_module('ebpf_metrics_info', {'netns': [lab.ns_b], 'prometheus_textfile': path}, check=True))
     assert checked['changed'] and not os.path.exists(path)
