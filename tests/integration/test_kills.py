@@ -157,6 +157,10 @@ def test_sigkill_mid_edit_under_a_flood_then_converge_and_clean_up(lab):
             args = dict(target, probes=probes(CHAINS[step], tries if tries % 3 == 0 else 0), purge=True)
             start = time.time()
             hit = killed_run(args, rng, max_delay)
+            if not hit:
+                # the module had ended (a loaded machine makes the calibration run's share of module time vary):
+                # aim earlier next time
+                max_delay = max(0.02, max_delay * 0.8)
             fixed = run_module('ebpf_chain', args)
             if fixed.get('failed'):
                 problems.append('try %d: the run after the kill failed: %s' % (tries, fixed.get('msg')))
