@@ -6,8 +6,9 @@
 Only AnsiballZ payloads reach a target. While ebpf_restore runs, its payload is a zip on disk holding this
 engine (ansible_collections/netprobe/ebpf/plugins/module_utils/...) and the ansible.module_utils it needs:
 that zip is copied to /usr/lib/netprobe/engine.zip, beside a launcher (netprobe-restore) that puts it on
-sys.path and calls _restore.cli(). A oneshot systemd unit runs the launcher before network-pre.target, and
-a udev rule runs it for a recorded interface of the host's namespace that is added again.
+sys.path and calls _restore.cli(). A oneshot systemd unit runs the launcher before network-pre.target, a
+udev rule runs it for a recorded interface of the host's namespace that is added again, and a systemd path
+unit runs it when /run/netns changes (a named namespace added: udev never sees the interfaces inside one).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -32,6 +33,10 @@ LAUNCHER = LIB_DIR + '/netprobe-restore'
 UNIT_NAME = 'netprobe-restore.service'
 UNIT = '/etc/systemd/system/' + UNIT_NAME
 UDEV_RULE = '/etc/udev/rules.d/90-netprobe-restore.rules'
+NETNS_PATH_NAME = 'netprobe-restore-netns.path'
+NETNS_PATH = '/etc/systemd/system/' + NETNS_PATH_NAME
+NETNS_SERVICE = '/etc/systemd/system/netprobe-restore-netns.service'
+NETNS_WAIT_SECONDS = 10  # a runtime adds a namespace, then moves or creates its interfaces in it
 MAX_ENGINE_BYTES = 32 * 1024 * 1024
 ENGINE_SOURCES = '.sources-sha256'  # beside engine.zip: the SHA-256 of the sources it was built from
 
@@ -74,6 +79,31 @@ WantedBy=sysinit.target
 UDEV_TEXT = '''# Written by netprobe.ebpf.ebpf_restore: an interface of the host's namespace that has a chain record gets its
 # chain back when it is added again (a VLAN rebuilt, a NIC driver reloaded). docs/persistence.md
 ACTION=="add", SUBSYSTEM=="net", TEST=="%(records)s/host/$name", RUN+="%(launcher)s --netns host --interface $name --trigger udev"
+'''
+
+
+# udev sees the initial namespace's interfaces only: named namespaces are watched where they appear (ip netns add)
+NETNS_PATH_TEXT = '''# Written by netprobe.ebpf.ebpf_restore (docs/persistence.md)
+[Unit]
+Description=Watch /run/netns for network namespaces that have netprobe chain records
+
+[Path]
+PathChanged=/run/netns
+MakeDirectory=yes
+
+[Install]
+WantedBy=paths.target
+'''
+
+NETNS_SERVICE_TEXT = '''# Written by netprobe.ebpf.ebpf_restore (docs/persistence.md)
+[Unit]
+Description=Restore the netprobe eBPF chains of the network namespaces that exist now
+ConditionDirectoryNotEmpty=%(records)s/netns
+
+[Service]
+Type=oneshot
+ExecStart=%(launcher)s --netns-present --wait %(wait)d --trigger netns
+TimeoutStartSec=300
 '''
 
 
@@ -146,9 +176,12 @@ def _read(path, limit=MAX_ENGINE_BYTES):
 
 def wanted_files(root, engine_data, python=None):
     """(path under root, bytes, mode) of every file state=installed puts there."""
-    fill = {'python': python or sys.executable, 'launcher': LAUNCHER, 'records': _persist.RECORDS_ROOT}
+    fill = {'python': python or sys.executable, 'launcher': LAUNCHER, 'records': _persist.RECORDS_ROOT,
+            'wait': NETNS_WAIT_SECONDS}
     return [(ENGINE, engine_data, 0o644), (LAUNCHER, (LAUNCHER_TEXT % fill).encode(), 0o755),
-            (UNIT, (UNIT_TEXT % fill).encode(), 0o644), (UDEV_RULE, (UDEV_TEXT % fill).encode(), 0o644)]
+            (UNIT, (UNIT_TEXT % fill).encode(), 0o644), (UDEV_RULE, (UDEV_TEXT % fill).encode(), 0o644),
+            (NETNS_PATH, (NETNS_PATH_TEXT % fill).encode(), 0o644),
+            (NETNS_SERVICE, (NETNS_SERVICE_TEXT % fill).encode(), 0o644)]
 
 
 def under(root, path):
@@ -220,17 +253,19 @@ def install(root, module_file, check_mode=False):
     result = {'changed': any(f['changed'] for f in files), 'files': files, 'systemd': systemd_running(root),
               'enabled': None, 'diff': {'before': before, 'after': after}}
     if result['systemd']:
-        unit_changed = files[2]['changed']
-        rc, _out = _run(['systemctl', 'is-enabled', UNIT_NAME])
-        enabled = rc == 0
+        changed = dict((f['path'], f['changed']) for f in files)
+        units_changed = any(changed[under(root, p)] for p in (UNIT, NETNS_PATH, NETNS_SERVICE))
+        enabled = all(_run(['systemctl', 'is-enabled', name])[0] == 0 for name in (UNIT_NAME, NETNS_PATH_NAME))
         if not check_mode:
-            if unit_changed:
+            if units_changed:
                 _run(['systemctl', 'daemon-reload'])
             if not enabled:
-                rc, out = _run(['systemctl', 'enable', UNIT_NAME])
-                if rc != 0:
-                    raise NetprobeError('systemctl enable %s failed: %s' % (UNIT_NAME, out))
-            if files[3]['changed']:
+                # the path unit also starts now: namespaces added from now on are watched without a reboot
+                for argv in (['enable', UNIT_NAME], ['enable', '--now', NETNS_PATH_NAME]):
+                    rc, out = _run(['systemctl'] + argv)
+                    if rc != 0:
+                        raise NetprobeError('systemctl %s failed: %s' % (' '.join(argv), out))
+            if changed[under(root, UDEV_RULE)]:
                 _run(['udevadm', 'control', '--reload'])
         result['enabled'] = True
         result['changed'] = result['changed'] or not enabled
@@ -245,6 +280,8 @@ def remove(root, check_mode=False):
     if not check_mode:
         if systemd and os.path.exists(UNIT):
             _run(['systemctl', 'disable', UNIT_NAME])
+        if systemd and os.path.exists(NETNS_PATH):
+            _run(['systemctl', 'disable', '--now', NETNS_PATH_NAME])
         for target in present:
             os.unlink(target)
         lib = under(root, LIB_DIR)

@@ -25,6 +25,7 @@ __metaclass__ = type
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 
@@ -146,38 +147,92 @@ def _selected(path, interface, netns):
     return (interface is None or ifname == interface) and (netns is None or label == netns)
 
 
-def restore(interface=None, netns=None, trigger='manual', paths=None, replace=False, check_mode=False):
+def _present_namespace(path):
+    """A record of a named namespace that exists now (what the /run/netns watch restores)."""
+    try:
+        kind, name, _ifname, _mode, _hook = _persist.describe_path(path)
+    except NetprobeError:
+        return False
+    return kind == 'netns' and os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+def _interface_present(target):
+    netns = _netlink.Netns(target['netns_name'] if target['netns_kind'] == 'netns' else None)
+    with _netlink.in_netns(netns):
+        try:
+            socket.if_nametoindex(target['interface'])
+            return True
+        except OSError:
+            return False
+
+
+def wait_for_interface(target, deadline):
+    """Wait until the recorded interface exists in its namespace, at most until deadline (time.monotonic): a
+    runtime adds a namespace first and its interfaces a moment later. Skip when it does not come."""
+    while not _interface_present(target):
+        if time.monotonic() >= deadline:
+            raise Skip("interface '%s' did not appear in network namespace '%s' in time: the next run of its task, "
+                       "or `netprobe-restore --netns %s`, brings the chain back"
+                       % (target['interface'], target['netns_name'], target['netns_name']))
+        time.sleep(0.05)
+
+
+MAX_WATCH_ROUNDS = 10
+
+
+def restore(interface=None, netns=None, trigger='manual', paths=None, replace=False, check_mode=False,
+            present_namespaces=False, wait=0):
     """Restore every recorded chain (or those of one interface name / one namespace name: 'host' is the initial
-    one). Returns the summary {'restored': [...], 'unchanged': [...], 'skipped': [...], 'failed': [...], ...}."""
+    one; present_namespaces: those of the named namespaces that exist now, each interface awaited up to `wait`
+    seconds in all, and again for namespaces added meanwhile, whose own watch event found this run busy).
+    Returns the summary {'restored': [...], 'unchanged': [...], 'skipped': [...], 'failed': [...], ...}."""
     started = time.time()
     summary = dict((o, []) for o in OUTCOMES)
-    paths = [p for p in _persist.all_records() if _selected(p, interface, netns)] if paths is None else paths
+
+    def selected():
+        return [p for p in _persist.all_records() if _selected(p, interface, netns)
+                and (not present_namespaces or _present_namespace(p))]
+    todo = selected() if paths is None else list(paths)
+    done = []
+    deadline = time.monotonic() + wait
     with _state.HostLock():
-        for path in paths:
-            target = None
-            try:
-                record = _persist.load(path)
-                target = record.target
-                not_there_yet(target)
-                outcome, result = apply_record(record, replace, check_mode)
-                reason = 'rebuilt from its record' if outcome == 'restored' else 'already runs the recorded chain'
-                entry = status_entry(path, target, outcome, reason, trigger, result)
-            except Skip as e:
-                entry = status_entry(path, target, 'skipped', str(e), trigger)
-            except NetprobeError as e:
-                entry = status_entry(path, target, 'failed', e.msg, trigger)
-            except OSError as e:
-                entry = status_entry(path, target, 'failed', _module.os_error_message(e), trigger)
-            except _netlink.NetlinkError as e:
-                entry = status_entry(path, target, 'failed', _module.netlink_error_message(e), trigger)
-            except Exception as e:  # pylint: disable=broad-except  # one chain never stops the others
-                entry = status_entry(path, target, 'failed', 'unexpected error: %r' % e, trigger)
-            summary[entry['outcome']].append(entry)
+        for _round in range(MAX_WATCH_ROUNDS if present_namespaces and paths is None else 1):
+            for path in todo:
+                entry = restore_one(path, trigger, replace, check_mode, deadline if wait else None)
+                summary[entry['outcome']].append(entry)
+            done.extend(todo)
+            todo = [p for p in selected() if p not in done] if present_namespaces and paths is None else []
+            if not todo:
+                break
         summary.update(trigger=trigger, started_at=started, duration_s=round(time.time() - started, 4),
-                       interface=interface, netns=netns, records=len(paths), check_mode=check_mode)
+                       interface=interface, netns=netns, records=len(done), check_mode=check_mode)
         if not check_mode:
             write_status(summary)
     return summary
+
+
+def restore_one(path, trigger, replace, check_mode, deadline=None):
+    """The status entry of one record's restore (the caller holds the host lock); never raises."""
+    target = None
+    try:
+        record = _persist.load(path)
+        target = record.target
+        not_there_yet(target)
+        if deadline is not None:
+            wait_for_interface(target, deadline)
+        outcome, result = apply_record(record, replace, check_mode)
+        reason = 'rebuilt from its record' if outcome == 'restored' else 'already runs the recorded chain'
+        return status_entry(path, target, outcome, reason, trigger, result)
+    except Skip as e:
+        return status_entry(path, target, 'skipped', str(e), trigger)
+    except NetprobeError as e:
+        return status_entry(path, target, 'failed', e.msg, trigger)
+    except OSError as e:
+        return status_entry(path, target, 'failed', _module.os_error_message(e), trigger)
+    except _netlink.NetlinkError as e:
+        return status_entry(path, target, 'failed', _module.netlink_error_message(e), trigger)
+    except Exception as e:  # pylint: disable=broad-except  # one chain never stops the others
+        return status_entry(path, target, 'failed', 'unexpected error: %r' % e, trigger)
 
 
 def write_status(summary):
@@ -230,10 +285,15 @@ def cli(argv=None):
     parser = argparse.ArgumentParser(prog='netprobe-restore', description='Rebuild the chains recorded on this host.')
     parser.add_argument('--interface', help='only the chains of this interface name (what the udev rule passes)')
     parser.add_argument('--netns', help="only the chains of this namespace name ('host': the initial one)")
+    parser.add_argument('--netns-present', action='store_true',
+                        help='only the chains of named namespaces that exist now (what the /run/netns watch passes)')
+    parser.add_argument('--wait', type=float, default=0,
+                        help='seconds to wait, in all, for recorded interfaces to appear in their namespace (at most 60)')
     parser.add_argument('--trigger', default='manual', help='what started this run (boot, udev, ...): recorded')
     args = parser.parse_args(argv)
     try:
-        summary = restore(args.interface, args.netns, args.trigger)
+        summary = restore(args.interface, args.netns, args.trigger, present_namespaces=args.netns_present,
+                          wait=min(max(args.wait, 0), 60))
     except NetprobeError as e:
         sys.stderr.write('netprobe-restore: %s\n' % e.msg)
         return 2

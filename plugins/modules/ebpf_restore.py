@@ -20,13 +20,15 @@ description:
     C(/usr/lib/netprobe/engine.zip), writes the launcher C(/usr/lib/netprobe/netprobe-restore), the oneshot
     systemd unit C(netprobe-restore.service) (ordered before C(network-pre.target), so the chains are attached
     before the interfaces carry traffic) and the udev rule C(/etc/udev/rules.d/90-netprobe-restore.rules) (an
-    interface of the host's namespace with a record gets its chain back when it is added again). Each file is
-    written only when its content differs. The unit is enabled where systemd runs.
+    interface of the host's namespace with a record gets its chain back when it is added again), and the path
+    unit C(netprobe-restore-netns.path) with its service (a named network namespace added under C(/run/netns)
+    gets its recorded chains back as soon as their interfaces appear in it, awaited up to 10 seconds). Each file is
+    written only when its content differs. The units are enabled where systemd runs (the path unit also started).
   - O(state=restored) rebuilds the recorded chains now, by the code path the launcher runs, and returns the
     summary. A live chain that matches its record is left as it is; a live chain that differs from its record
     (a newer run put it there) is never replaced; a record that is corrupt, truncated, too large or of another
     version is refused whole.
-  - O(state=absent) removes the engine, the launcher, the unit and the rule. The records stay (they belong to the
+  - O(state=absent) removes the engine, the launcher, the units and the rule. The records stay (they belong to the
     chains; M(netprobe.ebpf.ebpf_chain) with O(netprobe.ebpf.ebpf_chain#module:state=absent) or
     O(netprobe.ebpf.ebpf_chain#module:persist=false) removes one).
 author:

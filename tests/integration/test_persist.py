@@ -149,6 +149,43 @@ def test_a_recreated_interface_gets_its_chain_back_from_the_udev_command(fleet):
     assert not chain(fleet)['changed']
 
 
+def test_a_namespace_added_again_gets_its_chains_back_from_the_namespace_watch(fleet):
+    """What the /run/netns path unit runs when a namespace appears: its recorded chains come back as soon as the
+    interface is moved or created in it (a runtime adds the namespace first, then its veth)."""
+    make_ns = 'ip netns add npw && ip -n npw link add w0 type veth peer name w1'
+    fleet.host_cmd(HOST, 'sh', '-ec', make_ns)
+    try:
+        chain(fleet, {'interface': 'w0', 'netns': 'npw', 'probes': [{'name': 'rx', 'probe': 'counter'}]})
+        fleet.host_cmd(HOST, 'ip', 'netns', 'del', 'npw')   # the namespace, its veth and its chain are gone
+        fleet.host_cmd(HOST, 'ip', 'netns', 'add', 'npw')
+        with open(os.path.join(fleet.dir, 'hosts', HOST, 'sshd.pid')) as f:
+            pid = f.read().split()[0]
+        watch = subprocess.Popen(['nsenter', '-t', pid, '-m', '-n', '--', LAUNCHER, '--netns-present', '--wait', '10',
+                                  '--trigger', 'netns'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.5)   # the launcher waits for w0
+            started = time.monotonic()
+            fleet.host_cmd(HOST, 'ip', '-n', 'npw', 'link', 'add', 'w0', 'type', 'veth', 'peer', 'name', 'w1')
+            out, err = watch.communicate(timeout=60)
+            took = time.monotonic() - started
+        finally:
+            watch.kill()
+        summary = json.loads(out)
+        assert watch.returncode == 0, (summary, err)
+        assert [(e['netns'], e['interface'], e['trigger']) for e in summary['restored']] == [('npw', 'w0', 'netns')]
+        assert not summary['failed'] and not summary['skipped'], summary   # other chains' namespaces: not selected
+        assert 'prog/xdp' in fleet.host_cmd(HOST, 'ip', '-n', 'npw', '-d', 'link', 'show', 'w0').stdout
+        assert took < 5, took
+        figure('namespace added, then its veth: chain back %.0f ms after the veth appeared' % (took * 1000))
+        # a namespace whose interface never comes: skipped once the wait is over, nothing fails
+        fleet.host_cmd(HOST, 'ip', '-n', 'npw', 'link', 'del', 'w0')
+        rc, summary, _log = launcher(fleet, '--netns-present', '--wait', '0.5', '--trigger', 'netns')
+        assert rc == 0 and 'did not appear' in summary['skipped'][0]['reason'], summary
+    finally:
+        fleet.adhoc(HOST, 'ebpf_chain', {'interface': 'w0', 'netns': 'npw', 'state': 'absent'})
+        fleet.host_cmd(HOST, 'ip', 'netns', 'del', 'npw', check=False)
+
+
 def test_a_newer_chain_is_never_replaced_and_a_bad_record_is_refused_whole(fleet):
     chain(fleet)
     fleet.host_cmd(HOST, 'cp', RECORD, '/var/lib/netprobe/old-record')

@@ -51,3 +51,23 @@ def test_a_chain_whose_namespace_or_interface_is_not_there_yet_is_skipped(tmp_pa
         _restore.not_there_yet(dict(in_ns, netns_name='db'))
     with pytest.raises(_restore.Skip, match="interface 'kmx-r0' does not exist .*udev rule"):
         _restore.not_there_yet(dict(on_host, interface='kmx-r0'))
+
+
+def test_the_namespace_watch_takes_namespaces_added_while_it_runs(tmp_path, monkeypatch):
+    """A namespace added while the watch's run is busy triggers no second run (systemd's path unit is edge
+    triggered): the run looks again once done and restores what appeared meanwhile, each record once."""
+    records = ['/r/netns/a/va/tc-egress.json', '/r/netns/b/vb/xdp-ingress.json', '/r/host/eth0/xdp-ingress.json']
+    present = {'a'}
+    done = []
+
+    def restore_one(path, trigger, replace, check_mode, deadline=None):
+        done.append(path)
+        present.add('b')  # b appears while a's chain is restored
+        return {'outcome': 'restored', 'record': path, 'trigger': trigger, 'at': 1.0, 'reason': ''}
+    monkeypatch.setattr(_restore._persist, 'all_records', lambda: records)
+    monkeypatch.setattr(_restore, '_present_namespace', lambda p: '/netns/' in p and p.split('/')[3] in present)
+    monkeypatch.setattr(_restore, 'restore_one', restore_one)
+    monkeypatch.setattr(_restore._state, 'HostLock', lambda: open(str(tmp_path / 'lock'), 'w'))
+    monkeypatch.setattr(_restore, 'write_status', lambda summary: None)
+    summary = _restore.restore(trigger='netns', present_namespaces=True, wait=1)
+    assert done == records[:2] and summary['records'] == 2
