@@ -25,12 +25,13 @@ __metaclass__ = type
 import argparse
 import json
 import os
+import signal
 import socket
 import sys
 import time
 
 from ansible_collections.netprobe.ebpf.plugins.module_utils import (
-    _chain, _compile, _config, _module, _netlink, _persist, _state)
+    _chain, _compile, _config, _module, _netlink, _persist, _rcu, _state)
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 STATUS_FILE = os.path.join(_state.RUN_ROOT, 'restore.json')
@@ -195,24 +196,29 @@ def restore(interface=None, netns=None, trigger='manual', paths=None, replace=Fa
     todo = selected() if paths is None else list(paths)
     done = []
     deadline = time.monotonic() + wait
+    rcu = None if check_mode else _rcu.Expedite()  # check mode changes no kernel setting
     with _state.HostLock():
+        if rcu:
+            rcu.put_back()
         for _round in range(MAX_WATCH_ROUNDS if present_namespaces and paths is None else 1):
             for path in todo:
-                entry = restore_one(path, trigger, replace, check_mode, deadline if wait else None)
+                entry = restore_one(path, trigger, replace, check_mode, deadline if wait else None, rcu)
                 summary[entry['outcome']].append(entry)
             done.extend(todo)
             todo = [p for p in selected() if p not in done] if present_namespaces and paths is None else []
             if not todo:
                 break
         summary.update(trigger=trigger, started_at=started, duration_s=round(time.time() - started, 4),
-                       interface=interface, netns=netns, records=len(done), check_mode=check_mode)
+                       interface=interface, netns=netns, records=len(done), check_mode=check_mode,
+                       rcu=rcu.outcome if rcu else 'check mode')
         if not check_mode:
             write_status(summary)
     return summary
 
 
-def restore_one(path, trigger, replace, check_mode, deadline=None):
-    """The status entry of one record's restore (the caller holds the host lock); never raises."""
+def restore_one(path, trigger, replace, check_mode, deadline=None, rcu=None):
+    """The status entry of one record's restore (the caller holds the host lock); never raises. rcu: the
+    _rcu.Expedite that shortens the attachments' grace periods, or None."""
     target = None
     try:
         record = _persist.load(path)
@@ -220,7 +226,11 @@ def restore_one(path, trigger, replace, check_mode, deadline=None):
         not_there_yet(target)
         if deadline is not None:
             wait_for_interface(target, deadline)
-        outcome, result = apply_record(record, replace, check_mode)
+        if rcu:
+            with rcu.during():
+                outcome, result = apply_record(record, replace, check_mode)
+        else:
+            outcome, result = apply_record(record, replace, check_mode)
         reason = 'rebuilt from its record' if outcome == 'restored' else 'already runs the recorded chain'
         return status_entry(path, target, outcome, reason, trigger, result)
     except Skip as e:
@@ -279,6 +289,10 @@ def log_lines(summary):
                                                      ' [%s]' % ', '.join(e['probes']) if e.get('probes') else '')
 
 
+def _terminated(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
 def cli(argv=None):
     """The launcher's entry point (netprobe-restore): restore, print the JSON summary, exit 1 when a chain
     failed."""
@@ -291,6 +305,9 @@ def cli(argv=None):
                         help='seconds to wait, in all, for recorded interfaces to appear in their namespace (at most 60)')
     parser.add_argument('--trigger', default='manual', help='what started this run (boot, udev, ...): recorded')
     args = parser.parse_args(argv)
+    # systemd's start timeout and udev's event timeout send SIGTERM: leave through the finally blocks (lock,
+    # RCU setting) instead of dying in the middle
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         summary = restore(args.interface, args.netns, args.trigger, present_namespaces=args.netns_present,
                           wait=min(max(args.wait, 0), 60))

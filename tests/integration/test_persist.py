@@ -124,6 +124,74 @@ def test_the_boot_path_restores_the_firewall_before_any_playbook_runs(fleet):
     assert rc == 0 and [e['reason'] for e in summary['unchanged']] == ['already runs the recorded chain']
 
 
+RCU_EXPEDITED = '/sys/kernel/rcu_expedited'
+
+
+def rcu_expedited():
+    with open(RCU_EXPEDITED) as f:
+        return f.read().strip()
+
+
+def test_the_restore_expedites_grace_periods_only_while_it_attaches(fleet):
+    """Each attachment waits for an RCU grace period under the RTNL lock; the restore expedites them (docs/
+    persistence.md) and always puts the kernel's setting back, also after a run killed while it held it."""
+    assert rcu_expedited() == '0', 'this machine runs with rcu_expedited=1: the test needs the default (0)'
+    chain(fleet)
+    reboot(fleet)
+    rc, summary, log = launcher(fleet, '--trigger', 'boot')
+    assert rc == 0 and len(summary['restored']) == 1 and summary['rcu'] == 'expedited', (summary, log)
+    assert rcu_expedited() == '0'
+    assert fleet.host_cmd(HOST, 'test', '-e', '/run/netprobe/rcu-expedited', check=False).returncode == 1
+    # a run SIGKILLed while it held the setting leaves it at 1 with its mark: the next run puts it back
+    fleet.host_cmd(HOST, 'sh', '-ec', 'echo 1 > %s; echo 1 > /run/netprobe/rcu-expedited' % RCU_EXPEDITED)
+    try:
+        rc, summary, _log = launcher(fleet)
+        assert rc == 0 and summary['unchanged'], summary
+        assert rcu_expedited() == '0'
+        assert fleet.host_cmd(HOST, 'test', '-e', '/run/netprobe/rcu-expedited', check=False).returncode == 1
+    finally:
+        with open(RCU_EXPEDITED, 'w') as f:
+            f.write('0')
+    # a setting of somebody else's is left as it is
+    with open(RCU_EXPEDITED, 'w') as f:
+        f.write('1')
+    try:
+        reboot(fleet)
+        rc, summary, _log = launcher(fleet, '--trigger', 'boot')
+        assert rc == 0 and summary['restored'] and summary['rcu'] == 'already', summary
+        assert rcu_expedited() == '1'
+    finally:
+        with open(RCU_EXPEDITED, 'w') as f:
+            f.write('0')
+
+
+def test_a_terminated_restore_leaves_through_its_cleanup(fleet):
+    """systemd's start timeout and udev's event timeout send SIGTERM: the launcher leaves through its finally
+    blocks (exit status 143, not death by the signal), which put the RCU setting back."""
+    fleet.host_cmd(HOST, 'sh', '-ec', 'ip netns add npt && ip -n npt link add t0 type veth peer name t1')
+    try:
+        chain(fleet, {'interface': 't0', 'netns': 'npt', 'probes': [{'name': 'rx', 'probe': 'counter'}]})
+        fleet.host_cmd(HOST, 'ip', '-n', 'npt', 'link', 'del', 't0')
+        with open(os.path.join(fleet.dir, 'hosts', HOST, 'sshd.pid')) as f:
+            pid = f.read().split()[0]
+        waiting = subprocess.Popen(['nsenter', '-t', pid, '-m', '-n', '--', LAUNCHER, '--netns', 'npt', '--wait', '30',
+                                    '--netns-present', '--trigger', 'netns'], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.0)   # holding the host lock, waiting for t0
+            assert waiting.poll() is None
+            sent = time.monotonic()
+            waiting.terminate()
+            waiting.communicate(timeout=10)
+            assert waiting.returncode == 128 + 15 and time.monotonic() - sent < 2
+        finally:
+            waiting.kill()
+        assert rcu_expedited() == '0'
+    finally:
+        fleet.adhoc(HOST, 'ebpf_chain', {'interface': 't0', 'netns': 'npt', 'state': 'absent'})
+        fleet.host_cmd(HOST, 'ip', 'netns', 'del', 'npt', check=False)
+
+
 def test_a_recreated_interface_gets_its_chain_back_from_the_udev_command(fleet):
     chain(fleet)
     peer = fleet.peer(HOST)
