@@ -60,7 +60,7 @@ def test_the_namespace_watch_takes_namespaces_added_while_it_runs(tmp_path, monk
     present = {'a'}
     done = []
 
-    def restore_one(path, trigger, replace, check_mode, deadline=None):
+    def restore_one(path, trigger, replace, check_mode, deadline=None, rcu=None):
         done.append(path)
         present.add('b')  # b appears while a's chain is restored
         return {'outcome': 'restored', 'record': path, 'trigger': trigger, 'at': 1.0, 'reason': ''}
