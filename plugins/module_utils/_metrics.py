@@ -42,7 +42,9 @@ NP_EXPORT = 1
 NP_EMPTY = 2
 NP_SWAP = 4
 NP_SORTED = 8
-FEATURES = (('export', NP_EXPORT), ('empty', NP_EMPTY), ('swap', NP_SWAP), ('sorted', NP_SORTED))
+NP_COUNTER = 16
+FEATURES = (('export', NP_EXPORT), ('empty', NP_EMPTY), ('swap', NP_SWAP), ('sorted', NP_SORTED),
+            ('counter', NP_COUNTER))
 
 ENOTSUPP = 524  # kernel-internal "not supported", returned as is by some map types
 DELETABLE = ('hash', 'percpu_hash', 'lru_hash', 'lru_percpu_hash', 'lpm_trie')

@@ -175,7 +175,7 @@ def test_counter_shows_exactly_n_and_facts_change_nothing(lab):
         [chain] = got['chains']
         assert chain['attached'] and chain['drift'] == [] and chain['mode'] == 'xdp'
         [probe] = chain['probes']
-        assert probe['name'] == 'count' and probe['metrics'] == {'by_proto': ['export']}
+        assert probe['name'] == 'count' and probe['metrics'] == {'by_proto': ['export', 'counter']}
         xdp = json.loads(before[3])[0]['xdp']['prog']
         assert probe['prog_id'] == xdp['id'] == chain['head_prog_id'] and probe['tag'] == xdp['tag']
         assert 'capabilities' not in got
