@@ -86,11 +86,16 @@ typedef struct __sk_buff np_ctx_t;
  *   NP_SWAP    read from a quiescent copy: the chain is flipped to a twin of
  *              the probe with its own maps while this copy is read
  *   NP_SORTED  report entries sorted by value, largest first, top N only
+ *   NP_COUNTER every numeric field of the value only ever grows (a count of
+ *              packets, bytes, hits...): exported to Prometheus as counters.
+ *              Not with NP_EMPTY or NP_SWAP (reads reset those: interval
+ *              counts), which the compile refuses.
  */
 #define NP_EXPORT 1
 #define NP_EMPTY 2
 #define NP_SWAP 4
 #define NP_SORTED 8
+#define NP_COUNTER 16
 #define NP_METRIC(map, features)                                               \
 	int np_metric__##map(void *ctx) { return (features); }
 

@@ -14,7 +14,7 @@ struct traffic {
 };
 
 BPF_PERCPU_HASH(by_proto, struct proto_key, struct traffic, 256);
-NP_METRIC(by_proto, NP_EXPORT);
+NP_METRIC(by_proto, NP_EXPORT | NP_COUNTER);
 
 NP_PROBE(ctx)
 {

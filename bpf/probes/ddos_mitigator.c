@@ -45,8 +45,8 @@ BPF_TABLE("lru_hash", struct np_addr, struct dm_source, sources, DM_MAX_SOURCES)
 /* packets dropped per blocklisted prefix, and per source while it is auto-blocked */
 BPF_PERCPU_HASH(dropped, struct dm_prefix, __u64, 2 * DM_MAX_PREFIXES);
 BPF_TABLE("lru_percpu_hash", struct np_addr, __u64, auto_dropped, DM_MAX_SOURCES);
-NP_METRIC(dropped, NP_EXPORT);
-NP_METRIC(auto_dropped, NP_EXPORT);
+NP_METRIC(dropped, NP_EXPORT | NP_COUNTER);
+NP_METRIC(auto_dropped, NP_EXPORT | NP_COUNTER);
 
 static __always_inline int dm_auto_dropped(struct np_addr *src)
 {

@@ -52,7 +52,7 @@ NP_CONFIG(active);
 
 /* hits[i]: packets rule i decided; hits[FW_MAX_RULES]: the default action */
 BPF_PERCPU_ARRAY(hits, __u64, FW_MAX_RULES + 1);
-NP_METRIC(hits, NP_EXPORT);
+NP_METRIC(hits, NP_EXPORT | NP_COUNTER);
 
 /* The packet's addresses as IPv6 (IPv4-mapped for IPv4). Returns -1 when not IP. */
 static __always_inline int fw_addrs(struct np_packet *pkt, union fw_addr *src, union fw_addr *dst)

@@ -39,7 +39,7 @@ BPF_TABLE("lru_hash", struct np_addr, struct rl_bucket, buckets, RL_MAX_SOURCES)
 BPF_ARRAY(global_bucket, struct rl_bucket, 1);
 
 BPF_PERCPU_ARRAY(verdicts, struct rl_verdicts, 1);
-NP_METRIC(verdicts, NP_EXPORT);
+NP_METRIC(verdicts, NP_EXPORT | NP_COUNTER);
 
 /* Take cost tokens from b after refilling it; 1 when there were enough. */
 static __always_inline int rl_take(struct rl_bucket *b, struct rl_settings *s, __u64 cost, __u64 now)

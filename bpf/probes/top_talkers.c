@@ -34,7 +34,7 @@ BPF_ARRAY(settings, struct tt_settings, 1);
 NP_CONFIG(settings);
 
 BPF_TABLE("lru_hash", struct tt_flow, struct tt_traffic, flows, TOP_TALKERS_FLOWS);
-NP_METRIC(flows, NP_EXPORT | NP_SORTED);
+NP_METRIC(flows, NP_EXPORT | NP_SORTED | NP_COUNTER);
 
 NP_PROBE(ctx)
 {

@@ -23,7 +23,7 @@ import struct
 import tempfile
 import traceback
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _image
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _image, _metrics
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 from ansible_collections.netprobe.ebpf.plugins.module_utils._state import makedirs_private
 
@@ -216,6 +216,10 @@ def build_image(name, source, cflags, mode, files, spec):
     finally:
         bpf.cleanup()
     names = set(m.name for m in maps)
+    for declared, bits in sorted(metrics.items()):
+        if bits & _metrics.NP_COUNTER and bits & (_metrics.NP_EMPTY | _metrics.NP_SWAP):
+            raise NetprobeError('probe %r declares %r NP_COUNTER with NP_EMPTY or NP_SWAP: reads reset such a map, '
+                                'so it holds interval counts, not counters; drop one of the two' % (name, declared))
     for declared in list(metrics) + config_maps:
         if declared not in names:
             raise NetprobeError('probe %r declares %r as a metric or config map, but it has no map of that name'

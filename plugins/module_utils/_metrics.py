@@ -42,7 +42,9 @@ NP_EXPORT = 1
 NP_EMPTY = 2
 NP_SWAP = 4
 NP_SORTED = 8
-FEATURES = (('export', NP_EXPORT), ('empty', NP_EMPTY), ('swap', NP_SWAP), ('sorted', NP_SORTED))
+NP_COUNTER = 16
+FEATURES = (('export', NP_EXPORT), ('empty', NP_EMPTY), ('swap', NP_SWAP), ('sorted', NP_SORTED),
+            ('counter', NP_COUNTER))
 
 ENOTSUPP = 524  # kernel-internal "not supported", returned as is by some map types
 DELETABLE = ('hash', 'percpu_hash', 'lru_hash', 'lru_percpu_hash', 'lpm_trie')
@@ -611,15 +613,19 @@ def present(name, layout, features, entries, method, read_mode, per_cpu=False, t
 # --- Prometheus text format (node_exporter textfile collector) ---------------------------------
 
 PROM_FAMILIES = (
-    ('netprobe_map_value', 'Value of one numeric field of one metric map entry (per-CPU values summed).'),
+    ('netprobe_map_value', 'Value of one numeric field of one metric map entry that is not a counter (per-CPU '
+                           'values summed).'),
     ('netprobe_map_entries', 'Entries read from a metric map (before top N).'),
     ('netprobe_chain_attached', '1 when the chain head is attached to its hook.'),
     ('netprobe_chain_probes', 'Probes in the chain.'),
     ('netprobe_chain_drift', 'Differences between the kernel and the last apply.'),
-    ('netprobe_probe_info', 'A probe in a chain; labels identify the loaded program.'),
+    ('netprobe_probe_info', 'A probe in a chain (the ids of its loaded program are in the facts, not in labels: '
+                            'they change when the probe is patched).'),
+    ('netprobe_probe_position', 'Position of the probe in its chain, 0 for the head.'),
     ('netprobe_chain_cost_ns_per_packet', 'Kernel run time per packet of the whole chain, over the last measured window.'),
     ('netprobe_chain_cost_packets_per_second', 'Packets the chain ran for per second, over the last measured window.'),
 )
+RESERVED_NAMES = frozenset(f for f, _h in PROM_FAMILIES)
 _LABEL_BAD = re.compile(r'[^a-zA-Z0-9_]')
 
 
@@ -630,6 +636,25 @@ def _label_name(name):
 
 def _label_value(value):
     return str(value).replace('\\', '\\\\').replace('\n', '\\n').replace('"', '\\"')
+
+
+def is_counter(features):
+    """Whether a metric map (its feature names) is exported as counters: declared NP_COUNTER, and no read
+    resets it (NP_EMPTY or NP_SWAP maps hold interval counts; the compile refuses the mix, this is the guard)."""
+    features = set(features or ())
+    return 'counter' in features and not features & set(['empty', 'swap'])
+
+
+def counter_name(map_name, field):
+    """The counter family of one numeric field of a NP_COUNTER map (docs/metrics.md): netprobe_<map>_<field>_total,
+    netprobe_<map>_total for a scalar value; characters other than [a-zA-Z0-9_] become '_', a trailing _total is
+    not doubled, and a name that would read as one of the engine's own families gets _counter before _total."""
+    base = 'netprobe_' + _LABEL_BAD.sub('_', map_name + ('_' + field if field else ''))
+    if base.endswith('_total'):
+        base = base[:-len('_total')]
+    if base in RESERVED_NAMES:
+        base += '_counter'
+    return base + '_total'
 
 
 def _flatten(value, prefix, out):
@@ -650,29 +675,72 @@ def _sample(family, labels, value):
     return '%s{%s} %s' % (family, text, value)
 
 
+class _Exposition:
+    """Families in a fixed order, one HELP and TYPE each, their samples contiguous, no series twice."""
+
+    def __init__(self):
+        self.samples = dict((f, []) for f, _h in PROM_FAMILIES)
+        self.counters = {}  # family -> {'sources': [(map, field)], 'samples': [...]}
+        self.seen = set()
+
+    def add(self, family, labels, value):
+        line = _sample(family, labels, value)
+        series = line.rsplit(' ', 1)[0]
+        if series in self.seen:  # two leaves rendered alike (x.y and x_y): node_exporter would refuse the file
+            return
+        self.seen.add(series)
+        if family in self.samples:
+            self.samples[family].append(line)
+            return
+        self.counters[family]['samples'].append(line)
+
+    def counter(self, family, map_name, field):
+        c = self.counters.setdefault(family, {'sources': [], 'samples': []})
+        if (map_name, field) not in c['sources']:
+            c['sources'].append((map_name, field))
+
+    def text(self):
+        lines = []
+        for family in sorted(self.counters):
+            c = self.counters[family]
+            if not c['samples']:
+                continue
+            sources = ', '.join(sorted('%s.%s' % (m, f) if f else m for m, f in c['sources']))
+            lines.append('# HELP %s Counter declared by the probe (NP_COUNTER): %s, per-CPU values summed.'
+                         % (family, sources))
+            lines.append('# TYPE %s counter' % family)
+            lines.extend(c['samples'])
+        for family, help_text in PROM_FAMILIES:
+            if not self.samples[family]:
+                continue
+            lines.append('# HELP %s %s' % (family, help_text))
+            lines.append('# TYPE %s gauge' % family)
+            lines.extend(self.samples[family])
+        return '\n'.join(lines) + '\n'
+
+
 def prometheus_text(chains, metrics):
-    """The text exposition of chains and metric maps, one family block each, stable names (docs/metrics.md)."""
-    samples = dict((f, []) for f, _h in PROM_FAMILIES)
+    """The text exposition of chains and metric maps (docs/metrics.md). Series are named by what they are, never
+    by which program counts them: patching a probe changes no label set."""
+    out = _Exposition()
     for c in chains or []:
         where = [('netns', c['netns']), ('interface', c['interface']), ('hook', c['hook']), ('mode', c['mode'])]
-        samples['netprobe_chain_attached'].append(_sample('netprobe_chain_attached', where, int(bool(c['attached']))))
-        samples['netprobe_chain_probes'].append(_sample('netprobe_chain_probes', where, len(c['probes'])))
-        samples['netprobe_chain_drift'].append(_sample('netprobe_chain_drift', where, len(c.get('drift') or [])))
+        out.add('netprobe_chain_attached', where, int(bool(c['attached'])))
+        out.add('netprobe_chain_probes', where, len(c['probes']))
+        out.add('netprobe_chain_drift', where, len(c.get('drift') or []))
         cost = c.get('cost') or {}
         if cost.get('ns_per_run') is not None:
-            samples['netprobe_chain_cost_ns_per_packet'].append(
-                _sample('netprobe_chain_cost_ns_per_packet', where, cost['ns_per_run']))
+            out.add('netprobe_chain_cost_ns_per_packet', where, cost['ns_per_run'])
         if cost.get('runs_per_second') is not None:
-            samples['netprobe_chain_cost_packets_per_second'].append(
-                _sample('netprobe_chain_cost_packets_per_second', where, cost['runs_per_second']))
+            out.add('netprobe_chain_cost_packets_per_second', where, cost['runs_per_second'])
         for p in c['probes']:
-            labels = where + [('probe', p['name']), ('position', p['position']), ('prog_id', p.get('prog_id') or ''),
-                              ('tag', p.get('tag') or ''), ('source_hash', (p.get('source_hash') or '')[:12])]
-            samples['netprobe_probe_info'].append(_sample('netprobe_probe_info', labels, 1))
+            out.add('netprobe_probe_info', where + [('probe', p['name'])], 1)
+            out.add('netprobe_probe_position', where + [('probe', p['name'])], p['position'])
     for m in metrics or []:
         where = [('netns', m['netns']), ('interface', m['interface']), ('hook', m['hook']), ('mode', m['mode']),
                  ('probe', m['probe']), ('map', m['map'])]
-        samples['netprobe_map_entries'].append(_sample('netprobe_map_entries', where, m['count']))
+        counting = is_counter(m.get('features'))
+        out.add('netprobe_map_entries', where, m['count'])
         for e in m['entries']:
             key = e['key']
             key_labels = ([('key_' + p, v) for p, v in _flatten(key, '', [])] if isinstance(key, (dict, list))
@@ -682,16 +750,13 @@ def prometheus_text(chains, metrics):
                     v = int(v)
                 if not isinstance(v, (int, float)):
                     continue
-                samples['netprobe_map_value'].append(
-                    _sample('netprobe_map_value', where + key_labels + [('field', field or 'value')], v))
-    lines = []
-    for family, help_text in PROM_FAMILIES:
-        if not samples[family]:
-            continue
-        lines.append('# HELP %s %s' % (family, help_text))
-        lines.append('# TYPE %s gauge' % family)
-        lines.extend(samples[family])
-    return '\n'.join(lines) + '\n'
+                if counting:
+                    family = counter_name(m['map'], field)
+                    out.counter(family, m['map'], field)
+                    out.add(family, where + key_labels, v)
+                else:
+                    out.add('netprobe_map_value', where + key_labels + [('field', field or 'value')], v)
+    return out.text()
 
 
 def textfile_differs(path, text):

@@ -157,7 +157,7 @@ ansible_facts:
             - probe: count
               map: by_proto
               interface: eth0
-              features: [export]
+              features: [export, counter]
               entries:
                 - {key: {l3_proto: 2048, l4_proto: 17}, value: {packets: 100, bytes: 7400}}
 '''

@@ -49,6 +49,9 @@ options:
         temporary file in the same directory, then a rename), only when its content differs; the result is
         C(changed) when the file was written. node_exporter's textfile collector reads files ending in C(.prom)
         from its C(--collector.textfile.directory).
+      - Fields of maps a probe declares C(NP_COUNTER) are counters named C(netprobe_<map>_<field>_total); the
+        fields of other maps are the gauge C(netprobe_map_value). No label names the loaded program, so patching
+        a probe keeps every series. The names are in the collection's C(docs/metrics.md).
     type: path
   measure_cost:
     description:

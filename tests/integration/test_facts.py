@@ -1,5 +1,6 @@
 """ebpf_facts and ebpf_metrics_info on the real kernel, with real traffic (issue 3)."""
 
+import importlib.util
 import json
 import os
 import platform
@@ -175,7 +176,7 @@ def test_counter_shows_exactly_n_and_facts_change_nothing(lab):
         [chain] = got['chains']
         assert chain['attached'] and chain['drift'] == [] and chain['mode'] == 'xdp'
         [probe] = chain['probes']
-        assert probe['name'] == 'count' and probe['metrics'] == {'by_proto': ['export']}
+        assert probe['name'] == 'count' and probe['metrics'] == {'by_proto': ['export', 'counter']}
         xdp = json.loads(before[3])[0]['xdp']['prog']
         assert probe['prog_id'] == xdp['id'] == chain['head_prog_id'] and probe['tag'] == xdp['tag']
         assert 'capabilities' not in got
@@ -379,9 +380,10 @@ def test_prometheus_textfile_is_replaced_atomically(lab, tmp_path):
         text = f.read()
     labels = ('netns="%s",interface="vb",hook="ingress",mode="xdp",probe="count",map="by_proto",'
               'key_l3_proto="2048",key_l4_proto="17"' % lab.ns_b)
-    assert 'netprobe_map_value{%s,field="packets"} 25\n' % labels in text
+    assert 'netprobe_by_proto_packets_total{%s} 25\n' % labels in text
     assert 'netprobe_chain_attached{netns="%s",interface="vb",hook="ingress",mode="xdp"} 1\n' % lab.ns_b in text
-    assert '# TYPE netprobe_map_value gauge\n' in text
+    assert '# TYPE netprobe_by_proto_packets_total counter\n' in text
+    assert '# TYPE netprobe_chain_attached gauge\n' in text
     for line in text.splitlines():
         assert line.startswith('#') or line.rsplit(' ', 1)[1].lstrip('-').isdigit()
     # no traffic since: the same content, nothing written, not changed (check mode says the same)
@@ -392,6 +394,64 @@ def test_prometheus_textfile_is_replaced_atomically(lab, tmp_path):
     os.unlink(path)
     checked = ok(run_module('ebpf_metrics_info', {'netns': [lab.ns_b], 'prometheus_textfile': path}, check=True))
     assert checked['changed'] and not os.path.exists(path)
+
+
+def _exposition_checker():
+    """The strict parser of the text format that the unit tests use (prometheus_client is not in the venv)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'unit', 'plugins', 'module_utils',
+                        'test_metrics_prometheus.py')
+    spec = importlib.util.spec_from_file_location('np_exposition_checker', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def textfile_families(lab, path):
+    ok(metrics_info(lab, prometheus_textfile=path))
+    with open(path) as f:
+        return _exposition_checker().parse_exposition(f.read())
+
+
+def test_counter_family_counts_exactly_n_and_a_patch_keeps_every_series(lab, tmp_path):
+    """Issue 22: the counter probe's packets are a counter family of their own; rebuilding the probe (a new program,
+    a new prog_id and tag) changes no series' labels, and the counter carries on (the maps are kept)."""
+    checker = _exposition_checker()
+    first = add_probe(lab, 'count', probe='counter')
+    rx = lab.receiver(PORT)
+    lab.send_udp(37, PORT)
+    assert rx.count() == 37
+    path = str(tmp_path / 'netprobe.prom')
+    before = textfile_families(lab, path)
+    udp = {'netns': lab.ns_b, 'interface': lab.if_b, 'hook': 'ingress', 'mode': 'xdp', 'probe': 'count',
+           'map': 'by_proto', 'key_l3_proto': '2048', 'key_l4_proto': '17'}
+    packets = before['netprobe_by_proto_packets_total']
+    assert packets['type'] == 'counter' and packets['samples'] == [(udp, 37)]
+    assert before['netprobe_by_proto_bytes_total']['type'] == 'counter'
+    assert before['netprobe_by_proto_bytes_total']['samples'] == [(udp, 37 * (14 + 20 + 8 + 32))]
+    assert 'netprobe_map_value' not in before  # the counter probe has no gauge field
+    assert all(f['type'] == 'gauge' for n, f in before.items() if not n.endswith('_total'))
+    chain = {'netns': lab.ns_b, 'interface': lab.if_b, 'hook': 'ingress', 'mode': 'xdp'}
+    assert before['netprobe_probe_info']['samples'] == [(dict(chain, probe='count'), 1)]
+
+    patched = add_probe(lab, 'count', probe='counter', cflags=['-DNETPROBE_PATCHED=1'])
+    assert patched['changed'] and patched['probe']['build'] in ('bcc', 'cached'), patched['probe']
+    assert patched['probe']['prog_id'] != first['probe']['prog_id']
+    lab.send_udp(5, PORT)
+    assert rx.count() == 42  # received in all
+    after = textfile_families(lab, path)
+    assert checker.label_sets(after) == checker.label_sets(before)
+    assert after['netprobe_by_proto_packets_total']['samples'] == [(udp, 42)]
+    assert after['netprobe_by_proto_packets_total']['type'] == 'counter'
+    [chain_facts] = facts(lab, gather_subset=['chains'])['chains']
+    assert chain_facts['probes'][0]['prog_id'] == patched['probe']['prog_id']  # the ids stay in the facts
+
+
+def test_a_counter_that_reads_reset_does_not_compile(lab):
+    for features in ('NP_EMPTY | NP_COUNTER', 'NP_SWAP | NP_COUNTER'):
+        failed = run_module('ebpf_probe', dict(where(lab), name='bad', source=COUNT_PROBE.replace('FEATURES', features)))
+        assert failed.get('failed') and 'NP_COUNTER' in failed['msg'] and 'interval counts' in failed['msg'], failed
+    assert not os.path.exists(os.path.join(RUN_ROOT, 'chains', str(lab.netns_inode(lab.ns_b)), lab.if_b,
+                                           'xdp-ingress.json'))
 
 
 def test_fleet_report_and_facts_module_in_a_play(lab, tmp_path):
