@@ -61,6 +61,32 @@ options:
   netns:
     description: With O(state=restored), only the chains of this network namespace name (V(host) is the initial one).
     type: str
+  inspect:
+    description:
+      - Also read what a prerequisites check needs, in this same module run, and return it as RV(inspected) (it
+        changes nothing). The M(netprobe.ebpf.prereqs) role decides from one such run, in check mode with
+        O(state=installed), that a host needs nothing.
+    type: dict
+    suboptions:
+      capabilities:
+        description: Return the capabilities M(netprobe.ebpf.ebpf_facts) reports with C(gather_subset=capabilities).
+        type: bool
+        default: false
+      packages:
+        description: Debian packages whose installation state dpkg's database gives (installed means C(ii)).
+        type: list
+        elements: str
+        default: []
+      paths:
+        description: Paths whose existence and modification time are returned.
+        type: list
+        elements: path
+        default: []
+      files:
+        description: Small text files (up to 1 MiB) whose content is returned (null when missing).
+        type: list
+        elements: path
+        default: []
 requirements:
   - Python >= 3.9 and pyroute2 >= 0.9 on the target; the launcher runs with the interpreter this module runs with.
   - root on the target (C(become=true)).
@@ -103,6 +129,14 @@ enabled:
   description: Whether the unit is enabled (null where systemd does not run).
   returned: O(state=installed) or O(state=absent)
   type: bool
+inspected:
+  description:
+    - With O(inspect), what was read - C(changed) (the module's own C(changed), also when a task's C(changed_when)
+      hides it), C(python) (the interpreter the module ran with), C(packages) (name to
+      installed), C(paths) (path to C(exists) and C(mtime)), C(files) (path to text or null) and, with
+      O(inspect.capabilities), C(capabilities).
+  returned: O(inspect) is given
+  type: dict
 summary:
   description:
     - What the restore did, per chain, in four lists - C(restored) (rebuilt), C(unchanged) (already runs its
@@ -115,7 +149,7 @@ summary:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _boot, _module, _restore
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _boot, _inspect, _module, _restore
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 
 
@@ -125,9 +159,17 @@ def main():
         root=dict(type='path', default='/'),
         interface=dict(type='str'),
         netns=dict(type='str'),
+        inspect=dict(type='dict', options=_inspect.INSPECT_OPTIONS),
     ), supports_check_mode=True)
 
     def body():
+        result = act()
+        if module.params['inspect'] is not None:
+            result['inspected'] = _inspect.inspect(module.params['inspect'])
+            result['inspected']['changed'] = result['changed']
+        return result
+
+    def act():
         params = module.params
         if params['state'] != 'restored' and (params['interface'] or params['netns']):
             raise NetprobeError('interface and netns select the chains of state: restored; give neither with state: %s'

@@ -260,3 +260,80 @@ def test_purge_cleans_a_chain_whose_namespace_is_gone_through_the_module(lab, tm
     finally:
         sh('rm', '-rf', '/sys/fs/bpf/netprobe/%d' % ino, '/run/netprobe/chains/%d' % ino,
            '/run/netprobe/clsact/%d' % ino)
+
+
+ROLE_TASK = re.compile(r'^TASK \[netprobe\.ebpf\.(?P<role>\w+) : (?P<task>.*?)\] \**$'
+                       r'|^(?P<status>ok|changed|fatal|failed|skipping): \[localhost\]', re.M)
+# what an unchanged rerun may run in the prereqs role: the argument check, its set_facts and assert (controller
+# only) and one module run; everything else is skipped
+FAST_PREREQS_TASKS = 8
+
+
+def role_tasks(output, role):
+    """{task name: [statuses]} of one role's tasks, in the order they ran."""
+    tasks, current = {}, None
+    for m in ROLE_TASK.finditer(output):
+        if m.group('task') is not None:
+            current = m.group('task') if m.group('role') == role else None
+            if current is not None:
+                tasks.setdefault(current, [])
+        elif current is not None:
+            tasks[current].append(m.group('status'))
+    return tasks
+
+
+def ran(tasks):
+    return [name for name, statuses in tasks.items() if set(statuses) & {'ok', 'changed'}]
+
+
+def test_prereqs_rerun_decides_in_one_module_run_and_repairs_what_is_missing(lab, tmp_path):
+    """An unchanged rerun of the prereqs role is one module run; a missing prerequisite or a changed role variable
+    still takes the full path and is repaired."""
+    sysroot = tmp_path / 'sysroot'
+    prereqs = {'prereqs_record_path': str(tmp_path / 'prereqs' / 'prereqs.json'), 'prereqs_restore': True,
+               'prereqs_restore_root': str(sysroot)}
+    chains = lab_chains(lab, [probe('seen')])
+
+    def run(**more):
+        rc, out = run_playbook(DEPLOY, dict(prereqs, netprobe_hosts='localhost', chain_interfaces=chains,
+                                            chain_record_path=str(tmp_path / 'chains.json'), **more))
+        assert rc == 0, failed_task(out)
+        return out, role_tasks(out['output'], 'prereqs')
+
+    out, tasks = run()  # the full path: no record of this role there yet
+    assert 'Ask dpkg which of the packages are installed' in ran(tasks)
+    assert tasks['Write the record'] == ['changed']
+    unit = sysroot / 'etc/systemd/system/netprobe-restore.service'
+    assert unit.exists()
+
+    # unchanged: one module run decides, the rest is skipped, nothing changes
+    out, tasks = run()
+    assert out['stats']['localhost']['changed'] == 0
+    assert len(ran(tasks)) <= FAST_PREREQS_TASKS, ran(tasks)
+    assert "Read the prerequisites and the restore's state in one run (changes nothing)" in ran(tasks)
+    for full in ('Gather the facts this role needs', 'Ask dpkg which of the packages are installed',
+                 'Check that the kernel and the libraries can do what is asked', 'Write the record'):
+        assert full not in ran(tasks), full
+    assert tasks["Fail when the host cannot run netprobe's chains"] == ['ok']
+    assert chain_state(lab, lab.ns_b, lab.if_b, 'xdp-ingress') is not None
+
+    # a prerequisite gone (the restore's boot unit): the full path runs and puts it back
+    unit.unlink()
+    out, tasks = run()
+    assert 'Ask dpkg which of the packages are installed' in ran(tasks)
+    assert out['stats']['localhost']['changed'] >= 1
+    assert unit.exists()
+    out, tasks = run()
+    assert out['stats']['localhost']['changed'] == 0 and len(ran(tasks)) <= FAST_PREREQS_TASKS, ran(tasks)
+
+    # a changed role variable (what compiles here): the full path runs and records it; then fast again
+    out, tasks = run(prereqs_compiler='none')
+    assert 'Check that the kernel and the libraries can do what is asked' in ran(tasks)
+    assert tasks['Write the record'] == ['changed']
+    out, tasks = run(prereqs_compiler='none')
+    assert out['stats']['localhost']['changed'] == 0 and len(ran(tasks)) <= FAST_PREREQS_TASKS, ran(tasks)
+
+    # prereqs_fast=false always takes the full path, and finds nothing to change
+    out, tasks = run(prereqs_compiler='none', prereqs_fast=False)
+    assert 'Ask dpkg which of the packages are installed' in ran(tasks)
+    assert out['stats']['localhost']['changed'] == 0
