@@ -188,7 +188,7 @@ def mark(what):
 import ansible.module_utils.basic
 mark('import ansible.module_utils.basic')
 from ansible_collections.netprobe.ebpf.plugins.module_utils import _netlink
-mark('import _netlink (pyroute2)')
+mark('import _netlink')
 from ansible_collections.netprobe.ebpf.plugins.module_utils import _chain, _module, _state
 mark('import _chain, _module, _state')
 mark('bcc imported after imports: %s' % ('bcc' in sys.modules))
@@ -197,14 +197,14 @@ chain = _module.chain_from_params(dict(args, mode='xdp', xdp_mode='skb', hook='i
 with _state.HostLock():
     mark('host lock')
     with chain:
-        mark('IPRoute(netns=...) opened')
+        mark('rtnetlink socket opened')
         chain.observe()
         mark('observe()')
         desired = [_module.spec_from_params(p['name'], p) for p in args['probes']]
         plan = chain.plan(desired)
-        mark('plan() (changes: %s)' % chain.plan_changes(plan))
+        mark('plan() (changes: %s)' % plan.changes)
         chain.describe()
-    mark('IPRoute closed')
+    mark('rtnetlink socket closed')
 mark('bcc imported at the end: %s' % ('bcc' in sys.modules))
 print(json.dumps(marks))
 '''

@@ -108,7 +108,7 @@ def _bcc_info():
 def _pyroute2_version():
     """The installed distribution's version first: distro builds (Debian's 0.7.2) say `unknown` in
     pyroute2.__version__, which no version comparison can use."""
-    if _netlink.PYROUTE2_IMPORT_ERROR is not None:
+    if _netlink.pyroute2_missing() is not None:
         return None
     try:
         import pyroute2  # pylint: disable=import-outside-toplevel
@@ -134,7 +134,7 @@ def _read(path):
 def _attach_tests():
     """Run in the child, inside its private netns. Returns {capability: bool} and {capability: error}."""
     found, errors = {}, {}
-    ipr = _netlink.IPRoute()
+    ipr = _netlink.Netns().iproute()
     try:
         lo = ipr.link_lookup(ifname='lo')[0]
         ipr.link('set', index=lo, state='up')
@@ -172,7 +172,7 @@ def _attach_tests():
 
 def probe_attachments():
     """Fork a child into a new network namespace, try the attachments there, report back."""
-    if _netlink.PYROUTE2_IMPORT_ERROR is not None:
+    if _netlink.pyroute2_missing() is not None:
         return {}, {'attach': 'pyroute2 is missing: attach capabilities not tested'}
     read_end, write_end = os.pipe()
     pid = os.fork()

@@ -78,16 +78,12 @@ class Enricher:
             return None
         path = netns_path or (self.netns_path(netns_inode) if netns_inode and netns_inode != self.host_netns else None)
         name = None
-        if _netlink.IPRoute is not None:
-            try:
-                ipr = _netlink.IPRoute(netns=path, flags=0) if path else _netlink.IPRoute()
-                try:
-                    for link in ipr.get_links():
-                        self._ifnames[(key[0], link['index'])] = link.get_attr('IFLA_IFNAME')
-                finally:
-                    ipr.close()
-            except Exception:  # a namespace that went away: the name stays unknown
-                pass
+        try:
+            with _netlink.Netns(path).iproute() as ipr:
+                for link in ipr.get_links():
+                    self._ifnames[(key[0], link.index)] = link.name
+        except Exception:  # pylint: disable=broad-except  # a namespace that went away: the name stays unknown
+            pass
         name = self._ifnames.setdefault(key, name)
         return name
 

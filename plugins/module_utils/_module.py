@@ -51,8 +51,9 @@ MAX_INTERFACES = 256
 
 
 def images_from_params(params):
-    if _netlink.PYROUTE2_IMPORT_ERROR is not None:
-        raise MissingLibrary('pyroute2', _netlink.PYROUTE2_IMPORT_ERROR)
+    missing = _netlink.pyroute2_missing()
+    if missing is not None:
+        raise MissingLibrary('pyroute2', missing)
     files = params.get('_netprobe_files') or {}
     missing = [f for f in HEADER_FILES if f not in files]
     if missing:
@@ -77,7 +78,7 @@ def expand_interfaces(params, patterns):
     """Interface names in the target namespace matching the names or shell patterns given (veth*)."""
     netns = _netlink.Netns(params['netns'])
     with netns.iproute() as ipr:
-        present = sorted(link.get_attr('IFLA_IFNAME') for link in ipr.get_links())
+        present = sorted(link.name for link in ipr.get_links())
     found = []
     for pattern in patterns:
         matched = [n for n in present if fnmatch.fnmatchcase(n, pattern)] if _is_pattern(pattern) else [pattern]

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netprobe.ebpf contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Network namespaces and attachments (XDP by netlink, TC clsact + cls_bpf), through pyroute2.
+"""Network namespaces and attachments (XDP by netlink, TC clsact + cls_bpf), through _rtnl (pyroute2 for writes).
 
 The process never leaves the host mount namespace (bpffs stays visible):
 pyroute2 opens the netlink socket inside the target network namespace and
@@ -19,13 +19,14 @@ import fcntl
 import importlib.util
 import os
 import stat
-import struct
 import sys
 import traceback
 
-from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _rtnl
 from ansible_collections.netprobe.ebpf.plugins.module_utils._errors import NetprobeError
 from ansible_collections.netprobe.ebpf.plugins.module_utils._state import check_name
+
+NetlinkError = _rtnl.NetlinkError
 
 
 def _pyroute2_package_unexecuted():
@@ -41,24 +42,30 @@ def _pyroute2_package_unexecuted():
     sys.modules['pyroute2'] = importlib.util.module_from_spec(spec)
 
 
-PYROUTE2_IMPORT_ERROR = None
-try:
-    _pyroute2_package_unexecuted()
-    from pyroute2.iproute.linux import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-except ImportError:
-    PYROUTE2_IMPORT_ERROR = traceback.format_exc()
-    IPRoute = None
+def pyroute2_missing():
+    """Why pyroute2 cannot be used (a traceback), None when it can: found without importing it (its import costs
+    about 100 ms here, seconds in a TCG guest, and only runs that write to netlink pay it)."""
+    try:
+        if importlib.util.find_spec('pyroute2') is None:
+            raise ImportError('No module named pyroute2')
+    except ImportError:
+        return traceback.format_exc()
+    return None
 
-    class NetlinkError(Exception):
-        pass
+
+def _pyroute2():
+    """(IPRoute, pyroute2's NetlinkError), imported on the first netlink write."""
+    _pyroute2_package_unexecuted()
+    from pyroute2.iproute.linux import IPRoute  # pylint: disable=import-outside-toplevel
+    from pyroute2.netlink.exceptions import NetlinkError as Pyroute2NetlinkError  # pylint: disable=import-outside-toplevel
+    return IPRoute, Pyroute2NetlinkError
+
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 XDP_FLAGS_REPLACE = 1 << 4
 XDP_MODE_FLAGS = {'skb': XDP_FLAGS_SKB_MODE, 'native': XDP_FLAGS_DRV_MODE}
-XDP_ATTACHED_MODES = {'xdpgeneric': 'skb', 'xdp': 'native', 'xdpdrv': 'native', 'xdpoffload': 'offload'}
 
 TC_H_CLSACT = 0xFFFFFFF1
 TC_PARENTS = {'ingress': 0xFFFFFFF2, 'egress': 0xFFFFFFF3}
@@ -66,8 +73,6 @@ TC_PARENTS = {'ingress': 0xFFFFFFF2, 'egress': 0xFFFFFFF3}
 TC_PRIO = 0x4E50
 TC_HANDLE = 0x4E50
 TC_HOLD_PRIO = 0x4E4F  # an XDP chain's stand-in during a mode switch (runs before a TC chain of ours)
-TCA_BPF_NAME = 7
-TCA_BPF_ID = 11
 ETH_P_ALL = 0x0003
 
 
@@ -89,13 +94,18 @@ class Netns:
         return self.spec or 'host'
 
     def iproute(self):
-        """An rtnetlink socket of this namespace. Opened with this thread inside the namespace (a socket
-        stays in the namespace it was made in), not with IPRoute(netns=...), which forks a helper
-        process for it: 10 ms per chain."""
-        if IPRoute is None:
-            raise NetprobeError('pyroute2 is not importable')
+        """The rtnetlink socket of this namespace (_rtnl.Rtnl). Opened with this thread inside the namespace
+        (a socket stays in the namespace it was made in), and so is pyroute2's for the writes, not with
+        IPRoute(netns=...), which forks a helper process for it: 10 ms per chain."""
         with in_netns(self):
-            return IPRoute()
+            return _rtnl.Rtnl(self._open_writer)
+
+    def _open_writer(self):
+        if pyroute2_missing() is not None:
+            raise NetprobeError('pyroute2 is not importable: install it on the target (the prereqs role does)')
+        ipr_class, error_class = _pyroute2()
+        with in_netns(self):
+            return ipr_class(), error_class
 
 
 @contextlib.contextmanager
@@ -167,12 +177,8 @@ def link_index(ipr, ifname, netns):
 
 def xdp_query(ipr, ifindex):
     """(prog id, mode) of the XDP program on the interface, (0, None) when none."""
-    link = ipr.link('get', index=ifindex)[0]
-    xdp = link.get_attr('IFLA_XDP')
-    if not xdp:
-        return 0, None
-    prog_id = xdp.get_attr('IFLA_XDP_PROG_ID') or 0
-    return prog_id, XDP_ATTACHED_MODES.get(xdp.get_attr('IFLA_XDP_ATTACHED'))
+    link = ipr.get_link(ifindex)
+    return (link.xdp_prog_id, link.xdp_mode) if link.xdp_prog_id else (0, None)
 
 
 def xdp_attach(ipr, ifindex, fd, mode, expected_fd=None):
@@ -204,64 +210,24 @@ def xdp_detach(ipr, ifindex, mode, expected_fd):
 
 def _filters(ipr, ifindex, hook):
     try:
-        return [f for f in ipr.get_filters(ifindex, parent=TC_PARENTS[hook]) if f.get_attr('TCA_OPTIONS')]
+        return ipr.get_filters(ifindex, TC_PARENTS[hook])
     except NetlinkError:
         return []
 
 
-def _tc_prog_id(tc_filter):
-    """TCA_BPF_ID of a cls_bpf filter (pyroute2 does not decode it)."""
-    opts = tc_filter.get_attr('TCA_OPTIONS')
-    raw = bytes(opts.data[opts.offset:opts.offset + opts.length])
-    pos = 4
-    while pos + 8 <= len(raw):
-        length, nla_type = struct.unpack_from('=HH', raw, pos)
-        if nla_type & 0x3FFF == TCA_BPF_ID:
-            return struct.unpack_from('=I', raw, pos + 4)[0]
-        pos += max((length + 3) & ~3, 4)
-    return 0
-
-
-def _tc_bpf_attrs(tc_filter):
-    """(program id, name) of a cls_bpf filter, from the raw TCA_OPTIONS (pyroute2 decodes neither)."""
-    opts = tc_filter.get_attr('TCA_OPTIONS')
-    raw = bytes(opts.data[opts.offset:opts.offset + opts.length])
-    prog_id, name, pos = 0, '', 4
-    while pos + 4 <= len(raw):
-        length, nla_type = struct.unpack_from('=HH', raw, pos)
-        if length < 4:
-            break
-        if nla_type & 0x3FFF == TCA_BPF_ID and length >= 8:
-            prog_id = struct.unpack_from('=I', raw, pos + 4)[0]
-        elif nla_type & 0x3FFF == TCA_BPF_NAME:
-            name = raw[pos + 4:pos + length].split(b'\0', 1)[0].decode(errors='replace')
-        pos += (length + 3) & ~3
-    return prog_id, name
-
-
 def tc_filters(ipr, ifindex, hook):
     """Every bpf filter on a clsact hook, ours included: [(priority, handle, program id, name)]."""
-    out = []
-    for f in _filters(ipr, ifindex, hook):
-        if f.get_attr('TCA_KIND') != 'bpf':
-            continue
-        prog_id, name = _tc_bpf_attrs(f)
-        out.append((f['info'] >> 16, f['handle'], prog_id, name))
-    return out
-
-
-def _is_ours(tc_filter, prio=TC_PRIO):
-    return (tc_filter['info'] >> 16) == prio and tc_filter['handle'] == prio
+    return [(f.prio, f.handle, f.prog_id, f.name) for f in _filters(ipr, ifindex, hook) if f.kind == 'bpf']
 
 
 def tc_query(ipr, ifindex, hook, prio=TC_PRIO):
     """Program id of our filter on a clsact hook, 0 when it is not there (other filters are not ours).
     prio: our filter's priority, which is also its handle."""
-    return next((_tc_prog_id(f) for f in _filters(ipr, ifindex, hook) if _is_ours(f, prio)), 0)
+    return next((f.prog_id for f in _filters(ipr, ifindex, hook) if f.prio == prio and f.handle == prio), 0)
 
 
 def has_clsact(ipr, ifindex):
-    return any(q.get_attr('TCA_KIND') == 'clsact' for q in ipr.get_qdiscs(ifindex))
+    return 'clsact' in ipr.get_qdiscs(ifindex)
 
 
 def tc_attach(ipr, ifindex, hook, fd, name, prio=TC_PRIO):

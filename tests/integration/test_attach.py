@@ -3,8 +3,11 @@
 XDP by netlink and by bpf_link, TC by cls_bpf and by TCX. Programs are tiny hand-assembled counters
 (tinybpf.py) so that what each program saw is exact."""
 
+import errno
+import json
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -409,3 +412,71 @@ def test_chain_head_xdp_netlink_to_link_and_back(hook):
     ch.observe()
     assert ch.in_use is None  # netlink: the stray command removed it; the chain reports "head detached"
     ch.set(None)
+
+
+READER = r'''
+import json, sys
+sys.path.insert(0, sys.argv[3])
+sys.path.insert(0, sys.argv[4])
+from ansible_collections.netprobe.ebpf.plugins.module_utils import _netlink
+import tinybpf
+netns = _netlink.Netns(sys.argv[1])
+out = {}
+with netns.iproute() as ipr:
+    ifindex = _netlink.link_index(ipr, sys.argv[2], netns)
+    out['empty'] = [_netlink.xdp_query(ipr, ifindex), _netlink.has_clsact(ipr, ifindex),
+                    _netlink.tc_filters(ipr, ifindex, 'ingress'), ipr.link_lookup('no-such-if'),
+                    ipr.link_lookup('x' * 40), sorted(link.name for link in ipr.get_links())]
+    out['pyroute2_after_reads'] = 'pyroute2' in sys.modules
+    xdp = tinybpf.counter(tinybpf.XDP, tinybpf.XDP_PASS, name='reader_xdp')
+    cls = tinybpf.counter(tinybpf.SCHED_CLS, tinybpf.TCX_NEXT, name='reader_tc')
+    _netlink.xdp_attach(ipr, ifindex, xdp.fd, 'skb')
+    _netlink.tc_attach(ipr, ifindex, 'egress', cls.fd, 'reader-tc')
+    out['pyroute2_after_writes'] = 'pyroute2' in sys.modules
+    out['ids'] = [xdp.id, cls.id]
+    out['attached'] = [_netlink.xdp_query(ipr, ifindex), _netlink.has_clsact(ipr, ifindex),
+                       _netlink.tc_query(ipr, ifindex, 'egress'), _netlink.tc_filters(ipr, ifindex, 'egress')]
+    try:
+        _netlink.xdp_attach(ipr, ifindex, xdp.fd, 'skb')  # EBUSY from the kernel, through pyroute2
+    except Exception as e:
+        out['refused'] = [type(e).__name__, str(e)]
+    print(json.dumps(out))
+    sys.stdout.flush()
+    sys.stdin.readline()  # the test compares with ip and tc meanwhile
+    _netlink.xdp_detach(ipr, ifindex, 'skb', xdp.fd)
+    _netlink.tc_detach(ipr, ifindex, 'egress', True)
+    try:
+        ipr.tc('del', 'clsact', ifindex)  # gone already: the kernel's errno in this layer's NetlinkError
+    except _netlink.NetlinkError as e:
+        gone = e.code
+    print(json.dumps([_netlink.xdp_query(ipr, ifindex), _netlink.has_clsact(ipr, ifindex), gone]))
+'''
+
+
+def test_reads_need_no_pyroute2_and_agree_with_ip_and_tc(lab, tmp_path):
+    """An unchanged run only reads: the reader answers without importing pyroute2 (about 100 ms of a run here,
+    seconds in a TCG guest); the first write imports it. What the reader sees is what ip and tc see."""
+    script = tmp_path / 'reader.py'
+    script.write_text(READER)
+    proc = subprocess.Popen([sys.executable, str(script), lab.ns_b, lab.if_b, os.path.join(REPO, '.cache', 'collections'),
+                             os.path.dirname(os.path.abspath(__file__))], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out = json.loads(proc.stdout.readline() or proc.stderr.read())
+        xdp_id, tc_id = out['ids']
+        assert out['empty'] == [[0, None], False, [], [], [], ['lo', lab.if_b]]
+        assert out['pyroute2_after_reads'] is False and out['pyroute2_after_writes'] is True
+        prio = _netlink.TC_PRIO
+        assert out['attached'] == [[xdp_id, 'skb'], True, tc_id, [[prio, prio, tc_id, 'reader-tc']]]
+        assert out['refused'] == ['NetprobeError', 'another XDP program is attached to this interface: netprobe does '
+                                  'not replace programs it did not attach (detach it first)']
+        link = json.loads(sh('ip', '-n', lab.ns_b, '-j', '-d', 'link', 'show', 'dev', lab.if_b).stdout)[0]
+        assert link['xdp']['prog']['id'] == xdp_id and link['xdp']['mode'] == 2
+        filters = json.loads(sh('tc', '-n', lab.ns_b, '-j', 'filter', 'show', 'dev', lab.if_b, 'egress').stdout)
+        assert [(f['pref'], f['options'].get('prog', {}).get('id')) for f in filters if 'options' in f] == [(prio, tc_id)]
+        rest, _err = proc.communicate('\n', timeout=30)
+        assert json.loads(rest) == [[0, None], False, errno.EINVAL] and proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

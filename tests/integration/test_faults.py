@@ -34,7 +34,7 @@ from lab import figure, PIN_ROOT, REPO, RUN_ROOT, sh
 from ansible_collections.netprobe.ebpf.plugins.module_utils import _bpf, _compile, _facts, _module, _netlink
 
 STRICT = os.environ.get('NETPROBE_FAULT_STRICT', '1') != '0'
-WATCHED_NETLINK = ('link', 'tc', 'get_filters', 'get_qdiscs', 'link_lookup')
+WATCHED_NETLINK = ('link', 'tc', 'get_filters', 'get_qdiscs', 'get_link', 'get_links', 'link_lookup')
 FILES = dict((name, open(os.path.join(REPO, 'bpf', name)).read()) for name in _compile.HEADER_FILES)
 FIREWALL = open(os.path.join(REPO, 'bpf', 'probes', 'firewall.c')).read()
 

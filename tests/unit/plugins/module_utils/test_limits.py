@@ -198,7 +198,7 @@ def test_a_run_waits_for_the_host_lock_only_so_long_and_names_the_holder(tmp_pat
 def test_a_hung_attach_trial_is_stopped_and_reaped(monkeypatch):
     monkeypatch.setattr(_capabilities, 'PROBE_TIMEOUT', 1)
     monkeypatch.setattr(_capabilities, '_attach_tests', lambda: time.sleep(3600))
-    monkeypatch.setattr(_netlink, 'PYROUTE2_IMPORT_ERROR', None)  # the trial itself is replaced
+    monkeypatch.setattr(_netlink, 'pyroute2_missing', lambda: None)  # the trial itself is replaced
     answer = []
     trial = threading.Thread(target=lambda: answer.append(_capabilities.probe_attachments()), daemon=True)
     trial.start()
