@@ -9,7 +9,8 @@ For each fleet size N and each --forks value, a fresh fleet (nothing on its host
   gather            playbooks/gather.yml
   one task          interleaved --rounds times: a one-task playbook with the unchanged ebpf_chain, and one with
                     ansible.builtin.stat (path /etc/hostname), each with and without pipelining
-Wall time of each ansible-playbook process; per-task, per-host durations from the junit callback; bytes
+Wall time and the controller's CPU seconds of each ansible-playbook process; per-task, per-host durations from
+the junit callback; bytes
 sent to and received from each host on its management link (kernel counters of its veth: ssh traffic,
 compressed as Ansible's ssh sends it).
 
@@ -26,6 +27,7 @@ import glob
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -90,9 +92,9 @@ def run(fleet, playbook, forks, junit_dir, extra_env=None, check_unchanged=False
     before = wire(fleet)
     env = dict(ANSIBLE_CALLBACKS_ENABLED='ansible.builtin.junit', JUNIT_OUTPUT_DIR=junit_dir,
                JUNIT_TASK_CLASS='true', **(extra_env or {}))
-    start = time.monotonic()
+    start, cpu_before = time.monotonic(), controller_cpu()
     rc, recap, out = fleet.playbook(playbook, forks=forks, env=env)
-    wall = time.monotonic() - start
+    wall, cpu = time.monotonic() - start, controller_cpu() - cpu_before
     after = wire(fleet)
     if rc != 0 or any(r['failed'] or r['unreachable'] for r in recap.values()):
         raise RuntimeError('%s failed (rc %d):\n%s' % (playbook, rc, out[-3000:]))
@@ -103,10 +105,19 @@ def run(fleet, playbook, forks, junit_dir, extra_env=None, check_unchanged=False
     received = [after[h][1] - before[h][1] for h in fleet.hosts]
     tasks = junit_times(junit_dir)
     return {'wall_s': round(wall, 3), 'per_host_s': round(wall / n, 3),
+            'controller_cpu_s': round(cpu, 3), 'controller_cpu_per_host_s': round(cpu / n, 3),
             'tasks_per_host': round(sum(r['ok'] + r['changed'] for r in recap.values()) / float(n), 1),
             'sent_per_host_bytes': int(statistics.median(sent)), 'received_per_host_bytes': int(statistics.median(received)),
             'task_seconds_per_host_sum': round(sum(sum(v) for v in tasks.values()) / n, 3),
             'slowest_tasks': sorted(((round(sum(v) / len(v), 3), k) for k, v in tasks.items()), reverse=True)[:6]}
+
+
+def controller_cpu():
+    """CPU seconds (user + system) of the ended children of this process: ansible-playbook, its forks and their
+    ssh clients. The hosts' sshd and modules are not our children; an ssh ControlPersist master, which
+    detaches, is not counted either (it only relays the encrypted stream)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def write_playbook(fleet, name, text):
@@ -130,6 +141,8 @@ def one_task_rounds(fleet, forks, rounds, junit_dir):
         summary[key] = {'wall_s': round(statistics.median(r['wall_s'] for r in results), 3),
                         'per_host_s': round(statistics.median(r['per_host_s'] for r in results), 3),
                         'task_s_per_host': round(statistics.median(r['task_seconds_per_host_sum'] for r in results), 3),
+                        'controller_cpu_per_host_s': round(statistics.median(r['controller_cpu_per_host_s']
+                                                                             for r in results), 3),
                         'sent_per_host_bytes': int(statistics.median(r['sent_per_host_bytes'] for r in results)),
                         'received_per_host_bytes': int(statistics.median(r['received_per_host_bytes'] for r in results))}
     for suffix in ('', '_pipelining'):
@@ -255,7 +268,7 @@ def main():
                 results['runs'].append(entry)
                 save()
                 print(json.dumps({k: entry[k] for k in ('hosts', 'forks', 'load_before', 'load_after')}),
-                      json.dumps({k: (entry[k]['wall_s'], entry[k]['sent_per_host_bytes'])
+                      json.dumps({k: (entry[k]['wall_s'], entry[k]['controller_cpu_per_host_s'], entry[k]['sent_per_host_bytes'])
                                   for k in ('first_deploy', 'rerun', 'first_chain', 'gather') if k in entry}),
                       json.dumps(entry['one_task']), flush=True)
     finally:
