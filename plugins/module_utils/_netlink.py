@@ -3,9 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Network namespaces and attachments (XDP by netlink, TC clsact + cls_bpf), through _rtnl (pyroute2 for writes).
 
-The process never leaves the host mount namespace (bpffs stays visible):
-pyroute2 opens the netlink socket inside the target network namespace and
-hands it back, and program fds are valid process-wide.
+The process never leaves the host mount namespace (bpffs stays visible): the thread enters the target
+network namespace only to open its netlink sockets there (ours for reads, pyroute2's on the first write),
+and program fds are valid process-wide.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -101,9 +101,10 @@ class Netns:
             return _rtnl.Rtnl(self._open_writer)
 
     def _open_writer(self):
-        if pyroute2_missing() is not None:
-            raise NetprobeError('pyroute2 is not importable: install it on the target (the prereqs role does)')
-        ipr_class, error_class = _pyroute2()
+        try:
+            ipr_class, error_class = _pyroute2()
+        except ImportError as e:
+            raise NetprobeError('pyroute2 is not importable (%s): install it on the target (the prereqs role does)' % e)
         with in_netns(self):
             return ipr_class(), error_class
 
