@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3-bpfcc bpfcc-tools python3-venv python3-pip iproute2 iputils-ping bpftool procps git shellcheck sudo)
+APT_PACKAGES=(python3-bpfcc bpfcc-tools python3-venv python3-pip iproute2 iputils-ping bpftool procps git shellcheck sudo
+  openjdk-17-jre-headless)  # Java: ansible-rulebook's rule engine (Drools)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
 # kernel headers: the running kernel's if the archive has them, else the distro's default (fallback)

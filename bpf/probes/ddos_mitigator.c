@@ -6,7 +6,9 @@
  *
  * Addresses are IPv6, IPv4 as IPv4-mapped (::ffff:a.b.c.d, prefix + 96).
  * The blocklist and the settings live in two banks: the engine fills the idle
- * bank, then flips `active`. Non-IP packets pass. See docs/probes/ddos_mitigator.md.
+ * bank, then flips `active`. Non-IP packets pass. A source that crosses the threshold is
+ * reported once per block (np_emit, kind DM_EVENT_BLOCKED): the event source and the rulebook of
+ * extensions/eda act on it. See docs/probes/ddos_mitigator.md.
  */
 #include "netprobe.h"
 
@@ -21,6 +23,14 @@ struct dm_prefix {
 
 struct dm_settings {
 	__u64 threshold_pps;  /* 0: no automatic blocking */
+	__u64 hold_ns;
+};
+
+/* the message of DM_EVENT_BLOCKED (plugins/module_utils/_probe_events.py decodes it) */
+#define DM_EVENT_BLOCKED (NP_EVENT_USER + 0)
+struct dm_blocked {
+	__u8 addr[16];
+	__u64 threshold_pps;
 	__u64 hold_ns;
 };
 
@@ -112,7 +122,11 @@ NP_PROBE(ctx)
 		st->packets = 0;
 	}
 	if (__sync_fetch_and_add(&st->packets, 1) + 1 > s->threshold_pps) {
+		struct dm_blocked msg = {.threshold_pps = s->threshold_pps, .hold_ns = s->hold_ns};
+
 		st->blocked_until = now + s->hold_ns;
+		__builtin_memcpy(msg.addr, src.addr, 16);
+		np_emit(ctx, DM_EVENT_BLOCKED, &msg, sizeof(msg));
 		return dm_auto_dropped(&src);
 	}
 	return NP_PASS;
