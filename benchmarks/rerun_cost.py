@@ -35,6 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 PIN_ROOT = '/sys/fs/bpf/netprobe'
 RUN_ROOT = '/run/netprobe'
+RECORDS_ROOT = '/var/lib/netprobe/records'   # the chains' last-known-good (ebpf_chain persist: true)
 IFNAME = 'vb'
 
 
@@ -73,6 +74,7 @@ class Namespace:
             for root in (PIN_ROOT, os.path.join(RUN_ROOT, 'chains'), os.path.join(RUN_ROOT, 'clsact')):
                 shutil.rmtree(os.path.join(root, str(ino)), ignore_errors=True)
             sh('ip', 'netns', 'del', self.name, check=False)
+        shutil.rmtree(os.path.join(RECORDS_ROOT, 'netns', self.name), ignore_errors=True)
         if os.path.isdir(PIN_ROOT) and not os.listdir(PIN_ROOT):
             os.rmdir(PIN_ROOT)
 

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The messages bundled probes send with np_emit, decoded into named fields.
 
-Each entry restates one C struct of bpf/probes/<probe>.c; tests/integration/test_events.py decodes a message
+Each entry restates one C struct of bpf/probes/<probe>.c; tests/integration/test_event_source.py decodes a message
 the kernel sent, so a layout that no longer matches its C fails there. A message of a probe of your own (or of
 a kind not listed) is returned undecoded, as hex.
 """

@@ -2,7 +2,7 @@
 """The event relay's pure logic: its settings and their bounds, the spool a reconnecting source resumes from
 (order, rotation, a spool that was lost), threshold crossings, prefixes of LPM keys, and the decoding of the
 bundled probes' messages. The kernel path (rings, ssh, a killed connection, a flood) is
-tests/integration/test_events.py."""
+tests/integration/test_event_source.py."""
 
 import json
 import os

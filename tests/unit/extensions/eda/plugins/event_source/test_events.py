@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 """The event source's controller side without a host: the command it runs over ssh (interpreters, sudo), the
 engine bundle, and the stream logic that drops what a reconnect replays. A real fleet over ssh is
-tests/integration/test_events.py."""
+tests/integration/test_event_source.py."""
 
 import asyncio
 import io
