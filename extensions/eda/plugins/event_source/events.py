@@ -259,9 +259,12 @@ class Connection:
             argv = self.host.argv()
         except ValueError as e:
             return str(e)
-        self.proc = proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            limit=MAX_LINE, start_new_session=True)
+        try:
+            self.proc = proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                limit=MAX_LINE, start_new_session=True)
+        except OSError as e:
+            return 'cannot start %s: %s' % (argv[0], e.strerror or e)
         tail = bytearray()
 
         async def stderr():

@@ -74,3 +74,9 @@ def test_replayed_events_are_delivered_once():
     assert [(e['type'], e.get('seq')) for e in q.items] == [
         ('connection', 7), ('a', 8), ('b', 9), ('c', 10), ('connection', 10), ('gap', 1)]
     assert all(e['host'] == 'h1' for e in q.items)
+
+
+def test_a_missing_ssh_client_is_a_connection_down_event_not_a_crash(monkeypatch):
+    monkeypatch.setenv('PATH', '/nonexistent')
+    conn = events.Connection(events.Host('h1', {'ansible_host': '198.18.0.9'}), {'interval': 1}, Queue(), b'')
+    assert 'cannot start ssh' in asyncio.run(conn.session())
