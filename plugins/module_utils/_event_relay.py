@@ -217,9 +217,7 @@ class _Followed:
     """One chain's ring buffer, open and locked while the relay runs."""
 
     def __init__(self, state):
-        self.key = (state['netns_id'], state['interface'], state['hook'], state['mode'])
-        self.names = dict(interface=state['interface'], hook=state['hook'], mode=state['mode'],
-                          netns=state.get('netns') or 'host')
+        self.view = _chain_view(state)
         self.origins = dict((p.get('slot'), _config.bundled_name(p.get('origin'))) for p in state['probes'])
         netns = Netns(state.get('netns'))
         if netns.inode != state['netns_id']:
@@ -250,7 +248,7 @@ class Relay:
         self.followed = {}
         self.generation = 0      # bumped whenever the set of followed rings changes
         self.refused = {}        # chain key -> why its ring cannot be read (said once)
-        self.drift = {}          # chain key -> last drift list
+        self.drift = {}          # chain key -> (its view, its last drift list)
         self.series = {}         # threshold series -> [last value, last time, state, quiet since]
         self.cut_series = False
         self.read_this_second = 0
@@ -293,7 +291,7 @@ class Relay:
     def rescan(self, states):
         seen = set()
         for state in states:
-            key = (state['netns_id'], state['interface'], state['hook'], state['mode'])
+            key = _chain_key(state)
             seen.add(key)
             current = self.followed.get(key)
             if current is not None and current.same_ring(state):
@@ -340,7 +338,7 @@ class Relay:
 
     def _probe_event(self, followed, data):
         head, payload = followed.reader.decode(data)
-        event = dict(type='probe_event', chain=dict(followed.names), probe=head['probe'], slot=head['slot'],
+        event = dict(type='probe_event', chain=dict(followed.view), probe=head['probe'], slot=head['slot'],
                      bundled_probe=followed.origins.get(head['slot']), kernel_ns=head['ts'],
                      pkt_len=head['pkt_len'], ifindex=head['ifindex'])
         if head['kind'] == 1:
@@ -358,7 +356,7 @@ class Relay:
         for f in self.followed.values():
             lost = f.reader.lost()
             if lost:
-                self.emit(dict(type='lost', chain=dict(f.names), count=lost,
+                self.emit(dict(type='lost', chain=dict(f.view), count=lost,
                                reason='the chain\'s ring buffer was full (the kernel dropped them)'))
         gathered = _facts.gather(_facts.Filters(dict(interfaces=self.cfg.interfaces or None)),
                                  ['chains', 'metrics'] if self.cfg.thresholds else ['chains'])
@@ -371,19 +369,18 @@ class Relay:
     def _drift(self, chains):
         seen = set()
         for chain in chains:
-            key = (chain['netns_id'], chain['interface'], chain['hook'], chain['mode'])
+            key = _chain_key(chain)
             seen.add(key)
             drift = sorted(chain.get('drift') or [])
-            if drift != self.drift.get(key, []):
+            if drift != self.drift.get(key, (None, []))[1]:
                 self.emit(dict(type='drift', chain=_chain_view(chain), drift=drift, attached=chain.get('attached'),
                                probes=[p['name'] for p in chain.get('probes') or []]))
-            self.drift[key] = drift
+            self.drift[key] = (_chain_view(chain), drift)
         for key in list(self.drift):
             if key not in seen:
-                del self.drift[key]
-                self.emit(dict(type='drift', chain=dict(zip(('netns_id', 'interface', 'hook', 'mode'), key)),
-                               drift=['the chain is gone (removed, or its namespace deleted)'], attached=False,
-                               probes=[]))
+                view, _drift = self.drift.pop(key)
+                self.emit(dict(type='drift', chain=view, drift=['the chain is gone (removed, or its namespace deleted)'],
+                               attached=False, probes=[]))
 
     def _thresholds(self, metrics):
         now = time.monotonic()
@@ -398,8 +395,7 @@ class Relay:
         value = _number(entry['value'], th.field)
         if value is None:
             return
-        sid = json.dumps([item['netns_id'], item['interface'], item['hook'], item['mode'], item['probe'], th.map,
-                          th.field, entry['key']], sort_keys=True)
+        sid = json.dumps(list(_chain_key(item)) + [item['probe'], th.map, th.field, entry['key']], sort_keys=True)
         s = self.series.get(sid)
         if s is None:
             if len(self.series) >= MAX_TRACKED:
@@ -413,8 +409,7 @@ class Relay:
         last, then, state, quiet_since = s
         rate = ((value - last) if value >= last else value) / max(now - then, 1e-3)
         s[0], s[1] = value, now
-        base = dict(type='threshold', chain=dict(netns=item['netns'], interface=item['interface'], hook=item['hook'],
-                                                 mode=item['mode']),
+        base = dict(type='threshold', chain=_chain_view(item),
                     probe=item['probe'], map=th.map, field=th.field, key=_with_prefix(entry['key']), value=value,
                     rate=round(rate, 3), above=th.above)
         if rate > th.above:
@@ -494,6 +489,11 @@ class Relay:
             f.close()
         self.followed.clear()
         self.spool.close()
+
+
+def _chain_key(chain):
+    """A chain's identity in a chain state, a described chain or a metric item."""
+    return (chain['netns_id'], chain['interface'], chain['hook'], chain['mode'])
 
 
 def _chain_view(chain):

@@ -136,3 +136,16 @@ def test_bundled_messages_decode_into_fields_and_others_stay_raw():
         'source_blocked', {'source': '198.18.9.9', 'threshold_pps': 300, 'hold_seconds': 60.0})
     assert _probe_events.decode('ddos_mitigator', 16, payload[:20]) == (None, None)
     assert _probe_events.decode(None, 16, payload) == (None, None)
+
+
+def test_drift_is_said_when_it_changes_and_a_gone_chain_keeps_its_names(tmp_path):
+    r = relay(tmp_path)
+    chain = {'netns_id': 7, 'netns': 'web', 'interface': 'eth0', 'hook': 'ingress', 'mode': 'xdp', 'attached': True,
+             'drift': [], 'probes': [{'name': 'fw'}]}
+    r._drift([chain])
+    r._drift([dict(chain, attached=False, drift=['program detached'])])
+    r._drift([dict(chain, attached=False, drift=['program detached'])])
+    r._drift([])
+    said = [(e['drift'], e['chain']) for e in events_of(r)]
+    view = {'netns': 'web', 'interface': 'eth0', 'hook': 'ingress', 'mode': 'xdp'}
+    assert said == [(['program detached'], view), (['the chain is gone (removed, or its namespace deleted)'], view)]
